@@ -1,0 +1,15 @@
+# flink-agent: the sidecar. librdkafka is compiled in (rdkafka's bundled build); it links OpenSSL
+# and zlib dynamically, so the runtime image carries those two libraries and nothing else.
+#   docker build -f docker/agent.Dockerfile -t flink-agent:0.1.0 .
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p flink-agent --bin flink-agent
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1
+COPY --from=build /src/target/release/flink-agent /usr/local/bin/flink-agent
+USER 65532:65532
+EXPOSE 9260
+ENTRYPOINT ["/usr/local/bin/flink-agent"]

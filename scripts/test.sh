@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (idempotent), builds the binaries the
+# end-to-end tests start, and runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-test-deps.sh
+cargo build --workspace --bins
+cargo test --workspace "$@"

@@ -1,0 +1,167 @@
+//! Shared harness for the end-to-end tests: where the built binaries and the test tools live,
+//! free ports on 127.0.0.1, and child processes that are killed when a test ends.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `.tools/`, filled by `scripts/install-test-deps.sh`.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("FLINK_INJECTOR_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools"))
+}
+
+/// A tool the tests need; a missing one is an error that says how to install it, never a skip.
+pub fn tool(rel: &str) -> Result<PathBuf> {
+    let path = tools_dir().join(rel);
+    if !path.exists() {
+        bail!(
+            "{} is missing: run scripts/install-test-deps.sh first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A binary of this workspace, built by `cargo build --workspace --bins` (scripts/test.sh does it).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    // Test executables live in target/<profile>/deps; the binaries one level up.
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let mut candidates = Vec::new();
+    if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+        candidates.push(profile_dir.join(name));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    candidates.push(target.join("debug").join(name));
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!("binary {name} not found: run `cargo build --workspace --bins` first")
+        })
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A child process that is killed (and reaped) when dropped, so a failing test leaves nothing running.
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Self {
+            child,
+            name: name.to_string(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by number (15 = SIGTERM, 9 = SIGKILL) through kill(1): no `unsafe` needed.
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -{sig} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Ok(Some(v))` or `timeout` passes; the last error is reported.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            match last_err {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    wait_for(&format!("127.0.0.1:{port}"), timeout, || {
+        Ok(std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ()))
+    })
+}
+
+pub mod https;
+
+/// The admission fixtures recorded from a real kube-apiserver.
+pub fn fixture(rel: &str) -> Result<Vec<u8>> {
+    let path = workspace_root().join("tests/fixtures").join(rel);
+    std::fs::read(&path).with_context(|| format!("reading fixture {}", path.display()))
+}
+
+pub mod agent;
+pub mod broker;
+pub mod flink;

@@ -1,0 +1,327 @@
+//! The install manifests: rendered offline by kustomize (`kubectl kustomize`), every object parsed
+//! into its k8s-openapi type with unknown fields rejected, and the webhook's selectors checked
+//! against the labels a real Flink put on its pods.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use flink_injector_tests::{workspace_bin, workspace_root};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Deserializes `doc` as `T`, failing on any field `T` does not know (a typo such as
+/// `readOnlyRootFileSystem` would otherwise be silently dropped by the API server's client).
+fn strict<T: DeserializeOwned>(doc: &Value) -> Result<T> {
+    let mut unknown = Vec::new();
+    let value: T = serde_ignored::deserialize(doc.clone(), |path| unknown.push(path.to_string()))
+        .with_context(|| format!("{} {}", doc["kind"], doc["metadata"]["name"]))?;
+    if !unknown.is_empty() {
+        bail!(
+            "{} {}: unknown fields {unknown:?}",
+            doc["kind"],
+            doc["metadata"]["name"]
+        );
+    }
+    Ok(value)
+}
+
+#[derive(Default)]
+struct Objects {
+    deployments: Vec<Deployment>,
+    webhooks: Vec<MutatingWebhookConfiguration>,
+    configmaps: Vec<ConfigMap>,
+    secrets: Vec<Secret>,
+    namespaces: Vec<Namespace>,
+    other: Vec<String>,
+}
+
+fn check_all(docs: &[Value]) -> Result<Objects> {
+    let mut out = Objects::default();
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let api = doc["apiVersion"].as_str().unwrap_or_default();
+        match (api, kind) {
+            ("v1", "Namespace") => out.namespaces.push(strict(doc)?),
+            ("v1", "ServiceAccount") => drop(strict::<ServiceAccount>(doc)?),
+            ("v1", "ConfigMap") => out.configmaps.push(strict(doc)?),
+            ("v1", "Secret") => out.secrets.push(strict(&unwrap_base64(doc))?),
+            ("v1", "Service") => drop(strict::<Service>(doc)?),
+            ("apps/v1", "Deployment") => out.deployments.push(strict(doc)?),
+            ("policy/v1", "PodDisruptionBudget") => drop(strict::<PodDisruptionBudget>(doc)?),
+            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+                out.webhooks.push(strict(doc)?)
+            }
+            ("rbac.authorization.k8s.io/v1", "Role") => drop(strict::<Role>(doc)?),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(strict::<RoleBinding>(doc)?),
+            // cert-manager's CRDs have no k8s-openapi types: check the shape we rely on.
+            ("cert-manager.io/v1", "Issuer" | "Certificate") => {
+                if doc["spec"].as_object().is_none_or(|s| s.is_empty()) {
+                    bail!("{kind} without spec");
+                }
+                out.other.push(format!("{api}/{kind}"));
+            }
+            _ => bail!("unexpected object {api} {kind}"),
+        }
+    }
+    Ok(out)
+}
+
+/// kustomize wraps long base64 values over several lines; the API server's decoder (Go's) skips
+/// the newlines, k8s-openapi's does not.
+fn unwrap_base64(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Some(data) = doc.get_mut("data").and_then(Value::as_object_mut) {
+        for v in data.values_mut() {
+            if let Some(s) = v.as_str() {
+                *v = Value::from(s.split_whitespace().collect::<String>());
+            }
+        }
+    }
+    doc
+}
+
+fn yaml_docs(text: &str) -> Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+fn kustomize(dir: &Path) -> Result<Vec<Value>> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .context("running `kubectl kustomize` (kubectl is needed for this test)")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    yaml_docs(&String::from_utf8(out.stdout)?)
+}
+
+/// A copy of manifests/ with certificates written the way certs/generate.sh writes them.
+fn manifests_with_certs() -> Result<tempfile::TempDir> {
+    let tmp = tempfile::tempdir()?;
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(workspace_root().join("manifests"))
+        .arg(tmp.path())
+        .status()?;
+    if !status.success() {
+        bail!("copying manifests");
+    }
+    let status = Command::new(workspace_root().join("certs/generate.sh"))
+        .arg("--out")
+        .arg(tmp.path().join("manifests/tls"))
+        .env("FLINK_WEBHOOK", workspace_bin("flink-webhook")?)
+        .status()?;
+    if !status.success() {
+        bail!("certs/generate.sh failed");
+    }
+    Ok(tmp)
+}
+
+fn fixture_pod_labels() -> Result<Vec<BTreeMap<String, String>>> {
+    let dir = workspace_root().join("tests/fixtures/admission");
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if !path.to_string_lossy().ends_with(".review.json") {
+            continue;
+        }
+        let review: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let labels = review["request"]["object"]["metadata"]["labels"].clone();
+        all.push(serde_json::from_value(labels)?);
+    }
+    if all.len() < 4 {
+        bail!(
+            "expected the four real admission fixtures in {}",
+            dir.display()
+        );
+    }
+    Ok(all)
+}
+
+#[test]
+fn base_renders_and_every_object_is_valid() -> Result<()> {
+    let tmp = manifests_with_certs()?;
+    let docs = kustomize(&tmp.path().join("manifests"))?;
+    let objs = check_all(&docs)?;
+
+    let [webhook] = objs.webhooks.as_slice() else {
+        bail!("expected one MutatingWebhookConfiguration");
+    };
+    let hooks = webhook.webhooks.as_deref().unwrap_or_default();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert_eq!(hook.side_effects, "None");
+    assert_eq!(hook.admission_review_versions, vec!["v1".to_string()]);
+    assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    assert!(hook.timeout_seconds.is_some_and(|t| (1..=10).contains(&t)));
+    let bundle = hook
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .context("caBundle patched in")?;
+    assert!(String::from_utf8_lossy(&bundle.0).contains("BEGIN CERTIFICATE"));
+    let svc = hook.client_config.service.as_ref().context("service")?;
+    assert_eq!(
+        (svc.name.as_str(), svc.namespace.as_str()),
+        ("flink-webhook", "flink-system")
+    );
+    assert_eq!(svc.path.as_deref(), Some("/mutate"));
+
+    // The selectors pick every pod a real Flink created, and only opted-in namespaces.
+    let selector = hook
+        .object_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .context("objectSelector")?;
+    for labels in fixture_pod_labels()? {
+        for (k, v) in &selector {
+            assert_eq!(
+                labels.get(k),
+                Some(v),
+                "fixture pod {labels:?} not selected by {selector:?}"
+            );
+        }
+    }
+    let ns_selector = hook
+        .namespace_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .context("namespaceSelector")?;
+    assert_eq!(
+        ns_selector
+            .get("flink-injector.io/enabled")
+            .map(String::as_str),
+        Some("true")
+    );
+
+    let [deploy] = objs.deployments.as_slice() else {
+        bail!("expected one Deployment");
+    };
+    let spec = deploy.spec.as_ref().context("spec")?;
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.as_ref().context("pod spec")?;
+    assert!(pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .is_some());
+    let c = &pod.containers[0];
+    let sc = c.security_context.as_ref().context("securityContext")?;
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+    // The paths in args are inside the mounted volumes.
+    let args = c.args.clone().unwrap_or_default();
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
+    for flag in ["--config=", "--tls-cert=", "--tls-key="] {
+        let path = args
+            .iter()
+            .find_map(|a| a.strip_prefix(flag))
+            .context(flag)?;
+        assert!(
+            mounts
+                .iter()
+                .any(|m| path.starts_with(&format!("{}/", m.mount_path))),
+            "{path} not mounted"
+        );
+    }
+
+    // The policy shipped in the ConfigMap is valid, and the TLS Secret holds the pair.
+    let cm = objs
+        .configmaps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("flink-injector-policy"))
+        .context("policy ConfigMap")?;
+    let policy = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("policy.yaml"))
+        .context("policy.yaml key")?;
+    flink_webhook::policy::Policy::from_yaml(policy)
+        .map_err(|e| anyhow::anyhow!("shipped policy: {e}"))?;
+    let secret = objs
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("flink-webhook-tls"))
+        .context("TLS Secret")?;
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.as_ref().context("secret data")?;
+    assert!(data.contains_key("tls.crt") && data.contains_key("tls.key"));
+    assert_eq!(objs.namespaces.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn cert_manager_overlay_renders_and_injects_the_ca() -> Result<()> {
+    let docs = kustomize(&workspace_root().join("manifests/overlays/cert-manager"))?;
+    let objs = check_all(&docs)?;
+    let webhook = objs.webhooks.first().context("webhook configuration")?;
+    let annotations = webhook.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("cert-manager.io/inject-ca-from")
+            .map(String::as_str),
+        Some("flink-system/flink-webhook-serving")
+    );
+    assert!(
+        objs.other
+            .iter()
+            .filter(|k| k.ends_with("Certificate"))
+            .count()
+            >= 2
+    );
+    // The Certificate writes the Secret the Deployment mounts.
+    let cert = docs
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == "flink-webhook-serving")
+        .context("serving Certificate")?;
+    assert_eq!(cert["spec"]["secretName"], "flink-webhook-tls");
+    Ok(())
+}
+
+#[test]
+fn example_manifests_are_valid() -> Result<()> {
+    for name in ["flink-namespace.yaml", "kafka-secret.yaml"] {
+        let text = std::fs::read_to_string(workspace_root().join("manifests/examples").join(name))?;
+        let objs = check_all(&yaml_docs(&text)?)?;
+        if name == "flink-namespace.yaml" {
+            let ns = objs.namespaces.first().context("namespace")?;
+            let labels = ns.metadata.labels.clone().unwrap_or_default();
+            assert_eq!(
+                labels.get("flink-injector.io/enabled").map(String::as_str),
+                Some("true")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! The `flink-agent` sidecar: its container spec and the `flink-logs` volume it shares with Flink.
+use serde_json::{json, Value};
+
+use super::editor::{Editor, Path};
+use super::parts::no_main_container;
+use super::pod::{self, Env, List, MAIN_CONTAINER};
+use super::SkipReason;
+use crate::policy::AgentSettings;
+
+pub const CONTAINER: &str = "flink-agent";
+pub const LOGS_VOLUME: &str = "flink-logs";
+/// The Kafka credentials travel as a Secret volume, not `secretKeyRef` env: the agent turns every
+/// key file into a librdkafka property, and the webhook cannot list a Secret's keys without RBAC
+/// on Secrets in every Flink namespace.
+pub const SECRET_VOLUME: &str = "flink-agent-kafka-secret";
+pub const SECRET_DIR: &str = "/etc/flink-agent/kafka";
+pub const DEFAULT_LOG_DIR: &str = "/opt/flink/log";
+/// Not 9249, which a Flink PrometheusReporter in the same pod would hold.
+pub const METRICS_PORT: i64 = 9260;
+
+/// The agent part after policy, annotations and cluster capabilities are combined.
+#[derive(Debug, Clone)]
+pub struct Agent<'a> {
+    pub settings: &'a AgentSettings,
+    pub topic: &'a str,
+    /// A Kubernetes native sidecar (restartable init container) rather than a plain container.
+    pub native: bool,
+}
+
+/// Where Flink writes its logs: `FLINK_LOG_DIR` (from `kubernetes.flink.log.dir`) or the default.
+fn log_dir(main: &Value, warnings: &mut Vec<String>) -> String {
+    match pod::env(main, "FLINK_LOG_DIR") {
+        Env::Literal(dir) if dir.starts_with('/') => dir.to_string(),
+        Env::Absent => DEFAULT_LOG_DIR.to_string(),
+        _ => {
+            warnings.push(format!(
+                "FLINK_LOG_DIR of {MAIN_CONTAINER} is not a literal absolute path; \
+                 sharing {DEFAULT_LOG_DIR} with the agent"
+            ));
+            DEFAULT_LOG_DIR.to_string()
+        }
+    }
+}
+
+pub fn inject(
+    ed: &mut Editor<'_>,
+    want: &Agent,
+    warnings: &mut Vec<String>,
+) -> Result<(), SkipReason> {
+    let conflict = |reason: String| Err(SkipReason::Conflict(reason));
+    let main_index = pod::main_container(ed.pod()).ok_or_else(no_main_container)?;
+    let main_path = pod::container_path(List::Main, main_index);
+    let (dir, tz) = {
+        let main = ed.get(&main_path).unwrap_or(&Value::Null);
+        let dir = log_dir(main, warnings);
+        if let Some(other) = pod::mount_at(main, &dir) {
+            return conflict(format!(
+                "{MAIN_CONTAINER} already mounts volume {other} at {dir}"
+            ));
+        }
+        let tz = match pod::env(main, "TZ") {
+            Env::Literal(tz) => Some(tz.to_string()),
+            _ => None,
+        };
+        (dir, tz)
+    };
+    let secret = want.settings.kafka.secret_name.as_deref();
+    if let Some((list, _)) = pod::find_container(ed.pod(), CONTAINER) {
+        return conflict(format!(
+            "the pod already has a container named {CONTAINER} in {}",
+            list.key()
+        ));
+    }
+    for volume in [Some(LOGS_VOLUME), secret.map(|_| SECRET_VOLUME)]
+        .into_iter()
+        .flatten()
+    {
+        if pod::has_volume(ed.pod(), volume) {
+            return conflict(format!("the pod already has a volume named {volume}"));
+        }
+    }
+    if let Some(owner) = pod::declares_port(ed.pod(), METRICS_PORT) {
+        return conflict(format!(
+            "container {owner} already declares port {METRICS_PORT}"
+        ));
+    }
+
+    let volumes = Path::new(&["spec", "volumes"]);
+    ed.append(&volumes, json!({"name": LOGS_VOLUME, "emptyDir": {}}))?;
+    if let Some(secret) = secret {
+        ed.append(
+            &volumes,
+            json!({"name": SECRET_VOLUME, "secret": {"secretName": secret}}),
+        )?;
+    }
+    ed.append(
+        &main_path.join("volumeMounts"),
+        json!({"name": LOGS_VOLUME, "mountPath": dir}),
+    )?;
+    // Plain containers of a `restartPolicy: Never` pod (every TaskManager) are not restarted:
+    // a failed liveness probe would leave a terminated status, which Flink reads as a dead
+    // TaskManager. Native sidecars are always restarted, so only they get one.
+    let liveness = want.native || pod::restart_policy(ed.pod()) != Some("Never");
+    let spec = container(want, &dir, tz.as_deref(), liveness);
+    let list = if want.native { List::Init } else { List::Main };
+    ed.append(&list.path(), spec)?;
+    Ok(())
+}
+
+fn field_env(name: &str, field_path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}})
+}
+
+fn env(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+/// The container. `tz` is the main container's own TZ, so the agent dates Flink's zone-less
+/// timestamps in the zone Flink wrote them in.
+pub fn container(want: &Agent, log_dir: &str, tz: Option<&str>, liveness: bool) -> Value {
+    let s = want.settings;
+    let mut envs = vec![
+        field_env("FLINK_AGENT_POD_NAME", "metadata.name"),
+        field_env("FLINK_AGENT_NAMESPACE", "metadata.namespace"),
+        field_env("FLINK_AGENT_NODE_NAME", "spec.nodeName"),
+        field_env("FLINK_AGENT_POD_IP", "status.podIP"),
+        field_env("FLINK_AGENT_CLUSTER_ID", "metadata.labels['app']"),
+        field_env("FLINK_AGENT_COMPONENT", "metadata.labels['component']"),
+        env("FLINK_AGENT_CONTAINER", MAIN_CONTAINER),
+        env("FLINK_AGENT_LOG_DIR", log_dir),
+        env("FLINK_AGENT_BROKERS", &s.kafka.brokers),
+        env("FLINK_AGENT_TOPIC", want.topic),
+    ];
+    if !s.kafka.properties.is_empty() {
+        let lines: Vec<String> = s
+            .kafka
+            .properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        envs.push(env("FLINK_AGENT_KAFKA_PROPERTY", &lines.join("\n")));
+    }
+    let mut mounts = vec![json!({"name": LOGS_VOLUME, "mountPath": log_dir})];
+    if s.kafka.secret_name.is_some() {
+        envs.push(env("FLINK_AGENT_KAFKA_SECRET_DIR", SECRET_DIR));
+        mounts.push(json!({"name": SECRET_VOLUME, "mountPath": SECRET_DIR, "readOnly": true}));
+    }
+    if let Some(tz) = tz {
+        envs.push(env("TZ", tz));
+    }
+    let mut c = json!({
+        "name": CONTAINER,
+        "image": s.image,
+        "env": envs,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        // /readyz feeds the pod's Ready condition, and an unready JobManager drops out of its
+        // Service: the agent must report only that it serves, never Kafka's health.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": s.resources.requests, "limits": s.resources.limits},
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    });
+    if liveness {
+        c["livenessProbe"] = json!({
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        });
+    }
+    if let Some(policy) = &s.image_pull_policy {
+        c["imagePullPolicy"] = json!(policy);
+    }
+    if want.native {
+        c["restartPolicy"] = json!("Always");
+    }
+    c
+}
