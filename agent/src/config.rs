@@ -1,0 +1,560 @@
+//! Command line and environment configuration, validated once at start-up.
+//!
+//! Every flag is also readable from `FLINK_AGENT_<FLAG>` so the webhook can configure the sidecar
+//! through env vars only (Downward API, secretKeyRef). A bad value is a start-up error that names
+//! the flag and the value; nothing in here is consulted again after start-up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use regex::Regex;
+
+/// Raw command line, as clap parses it.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "flink-agent",
+    version,
+    about = "Ships Flink's log files to Kafka with no loss and serves Flink's metrics to Prometheus"
+)]
+pub struct Cli {
+    /// Directory holding Flink's log files (the emptyDir shared with flink-main-container).
+    #[arg(long, env = "FLINK_AGENT_LOG_DIR", default_value = "/opt/flink/log")]
+    pub log_dir: PathBuf,
+
+    /// File name globs to tail (repeatable; comma-separated in the env var).
+    #[arg(
+        long,
+        env = "FLINK_AGENT_INCLUDE",
+        value_delimiter = ',',
+        default_values_t = ["*.log".to_string(), "*.out".to_string(), "*.err".to_string()]
+    )]
+    pub include: Vec<String>,
+
+    /// Kafka bootstrap servers (host:port,host:port).
+    #[arg(long, env = "FLINK_AGENT_BROKERS")]
+    pub brokers: Option<String>,
+
+    /// Kafka topic the log events go to.
+    #[arg(long, env = "FLINK_AGENT_TOPIC")]
+    pub topic: Option<String>,
+
+    /// A librdkafka property KEY=VALUE (repeatable; newline-separated in the env var).
+    #[arg(
+        long = "kafka-property",
+        env = "FLINK_AGENT_KAFKA_PROPERTY",
+        value_delimiter = '\n'
+    )]
+    pub kafka_property: Vec<String>,
+
+    /// Directory whose files are librdkafka properties (file name = key, content = value),
+    /// e.g. a mounted Kafka Secret with SASL credentials.
+    #[arg(long, env = "FLINK_AGENT_KAFKA_SECRET_DIR")]
+    pub kafka_secret_dir: Option<PathBuf>,
+
+    /// Where read positions are persisted (default: `<log-dir>/.flink-agent-checkpoints.json`).
+    #[arg(long, env = "FLINK_AGENT_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Address of the /metrics, /healthz and /readyz listener.
+    #[arg(
+        long,
+        env = "FLINK_AGENT_METRICS_LISTEN",
+        default_value = "0.0.0.0:9260"
+    )]
+    pub metrics_listen: String,
+
+    /// Base URL of Flink's REST API.
+    #[arg(
+        long,
+        env = "FLINK_AGENT_FLINK_REST",
+        default_value = "http://localhost:8081"
+    )]
+    pub flink_rest: String,
+
+    /// How long SIGTERM waits for Kafka to acknowledge what is in flight (e.g. 20s, 1500ms).
+    #[arg(long, env = "FLINK_AGENT_SHUTDOWN_TIMEOUT", default_value = "20s")]
+    pub shutdown_timeout: String,
+
+    #[arg(long, env = "FLINK_AGENT_POD_NAME", default_value = "")]
+    pub pod_name: String,
+    #[arg(long, env = "FLINK_AGENT_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    #[arg(long, env = "FLINK_AGENT_NODE_NAME", default_value = "")]
+    pub node_name: String,
+    #[arg(long, env = "FLINK_AGENT_POD_IP", default_value = "")]
+    pub pod_ip: String,
+    #[arg(
+        long,
+        env = "FLINK_AGENT_CONTAINER",
+        default_value = "flink-main-container"
+    )]
+    pub container: String,
+    #[arg(long, env = "FLINK_AGENT_CLUSTER_ID", default_value = "")]
+    pub cluster_id: String,
+    #[arg(long, env = "FLINK_AGENT_COMPONENT", default_value = "")]
+    pub component: String,
+
+    /// Regex a line must match at its start to begin a new event; other lines continue the
+    /// previous one (stack traces, Caused by, the Preconfiguration block).
+    #[arg(
+        long,
+        env = "FLINK_AGENT_MULTILINE_START",
+        default_value = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+    )]
+    pub multiline_start: String,
+
+    /// Most lines in one event.
+    #[arg(long, env = "FLINK_AGENT_MULTILINE_MAX_LINES", default_value_t = 500)]
+    pub multiline_max_lines: usize,
+
+    /// Most bytes in one event.
+    #[arg(long, env = "FLINK_AGENT_MULTILINE_MAX_BYTES", default_value_t = 512 * 1024)]
+    pub multiline_max_bytes: usize,
+
+    /// An event with no new line for this long is closed and shipped (e.g. 1s, 500ms).
+    #[arg(long, env = "FLINK_AGENT_MULTILINE_FLUSH", default_value = "1s")]
+    pub multiline_flush: String,
+
+    /// Longer lines are split into pieces of this many bytes.
+    #[arg(long, env = "FLINK_AGENT_MAX_LINE_BYTES", default_value_t = 256 * 1024)]
+    pub max_line_bytes: usize,
+
+    /// Most events sent to Kafka and not yet acknowledged.
+    #[arg(
+        long,
+        env = "FLINK_AGENT_MAX_IN_FLIGHT_EVENTS",
+        default_value_t = 20_000
+    )]
+    pub max_in_flight_events: usize,
+
+    /// Most bytes sent to Kafka and not yet acknowledged.
+    #[arg(long, env = "FLINK_AGENT_MAX_IN_FLIGHT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_in_flight_bytes: usize,
+
+    /// With events in flight and no acknowledgement for this long, the Kafka producer is
+    /// recreated and the events re-sent (e.g. 30s).
+    #[arg(long, env = "FLINK_AGENT_STALL_TIMEOUT", default_value = "30s")]
+    pub stall_timeout: String,
+
+    /// How often the log dir is rescanned besides inotify events (e.g. 1s).
+    #[arg(long, env = "FLINK_AGENT_RESCAN_INTERVAL", default_value = "1s")]
+    pub rescan_interval: String,
+
+    /// How often the checkpoint is written (e.g. 1s).
+    #[arg(long, env = "FLINK_AGENT_CHECKPOINT_INTERVAL", default_value = "1s")]
+    pub checkpoint_interval: String,
+}
+
+/// An invalid setting: the flag, the value and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for --{flag}: {reason}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid value {value:?} for env {var}: {reason}")]
+    InvalidEnv {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("--{flag} is required (or env FLINK_AGENT_{env})")]
+    Missing {
+        flag: &'static str,
+        env: &'static str,
+    },
+}
+
+fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Pod identity from the Downward API, copied into every event.
+#[derive(Debug, Clone, Default)]
+pub struct PodMeta {
+    pub pod_name: String,
+    pub namespace: String,
+    pub node_name: String,
+    pub pod_ip: String,
+    pub container: String,
+    pub cluster_id: String,
+    pub component: String,
+}
+
+/// Multi-line grouping settings.
+#[derive(Debug, Clone)]
+pub struct MultilineConfig {
+    pub start: Regex,
+    pub max_lines: usize,
+    pub max_bytes: usize,
+    pub flush_after: Duration,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log_dir: PathBuf,
+    pub include: Vec<glob_lite::Glob>,
+    pub brokers: String,
+    pub topic: String,
+    /// librdkafka properties the user set (secret dir first, then --kafka-property, later wins).
+    pub kafka_properties: BTreeMap<String, String>,
+    pub state_file: PathBuf,
+    pub metrics_listen: SocketAddr,
+    pub flink_rest: String,
+    pub shutdown_timeout: Duration,
+    pub pod: PodMeta,
+    pub tz: chrono_tz::Tz,
+    pub multiline: MultilineConfig,
+    pub max_line_bytes: usize,
+    pub max_in_flight_events: usize,
+    pub max_in_flight_bytes: usize,
+    pub rescan_interval: Duration,
+    pub checkpoint_interval: Duration,
+    pub stall_timeout: Duration,
+}
+
+/// Parses `20s`, `1500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(flag: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let t = s.trim();
+    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1u64)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (t, 1000)
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| invalid(flag, s, "expected a duration like 20s, 1500ms or 2m"))?;
+    Ok(Duration::from_millis(n.saturating_mul(mult_ms)))
+}
+
+fn parse_property(flag: &'static str, s: &str) -> Result<Option<(String, String)>, ConfigError> {
+    let t = s.trim();
+    if t.is_empty() {
+        // An env var with a trailing newline yields an empty item: not an error.
+        return Ok(None);
+    }
+    match t.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok(Some((k.trim().to_string(), v.to_string()))),
+        _ => Err(invalid(
+            flag,
+            s,
+            "expected KEY=VALUE (a librdkafka property)",
+        )),
+    }
+}
+
+fn read_secret_dir(dir: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| invalid("kafka-secret-dir", &shown, format!("cannot read: {e}")))?;
+    let mut out = BTreeMap::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| invalid("kafka-secret-dir", &shown, format!("cannot read: {e}")))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        // Kubernetes secret volumes hold `..data` symlinks and `..2024_...` dirs: skip them.
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let value = std::fs::read_to_string(&path).map_err(|e| {
+            invalid(
+                "kafka-secret-dir",
+                &path.display().to_string(),
+                format!("cannot read: {e}"),
+            )
+        })?;
+        // Secrets written with `echo` end with a newline that is not part of the value.
+        out.insert(name, value.trim_end_matches(['\n', '\r']).to_string());
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Validates the command line; `tz_env` is the value of `TZ` (None: UTC).
+    pub fn from_cli(cli: Cli, tz_env: Option<String>) -> Result<Self, ConfigError> {
+        let brokers = cli
+            .brokers
+            .filter(|b| !b.trim().is_empty())
+            .ok_or(ConfigError::Missing {
+                flag: "brokers",
+                env: "BROKERS",
+            })?;
+        let topic = cli
+            .topic
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(ConfigError::Missing {
+                flag: "topic",
+                env: "TOPIC",
+            })?;
+        if !topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || topic.len() > 249
+        {
+            return Err(invalid(
+                "topic",
+                &topic,
+                "a Kafka topic name is 1-249 characters of [a-zA-Z0-9._-]",
+            ));
+        }
+
+        let mut include = Vec::new();
+        for g in cli
+            .include
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            include.push(glob_lite::Glob::new(g).map_err(|r| invalid("include", g, r))?);
+        }
+        if include.is_empty() {
+            return Err(invalid(
+                "include",
+                "",
+                "at least one file name glob is needed",
+            ));
+        }
+
+        let mut kafka_properties = BTreeMap::new();
+        if let Some(dir) = &cli.kafka_secret_dir {
+            kafka_properties.extend(read_secret_dir(dir)?);
+        }
+        for p in &cli.kafka_property {
+            if let Some((k, v)) = parse_property("kafka-property", p)? {
+                kafka_properties.insert(k, v);
+            }
+        }
+
+        let metrics_listen: SocketAddr = cli.metrics_listen.parse().map_err(|_| {
+            invalid(
+                "metrics-listen",
+                &cli.metrics_listen,
+                "expected IP:PORT, e.g. 0.0.0.0:9260",
+            )
+        })?;
+
+        let flink_rest = cli.flink_rest.trim_end_matches('/').to_string();
+        if !(flink_rest.starts_with("http://") || flink_rest.starts_with("https://")) {
+            return Err(invalid(
+                "flink-rest",
+                &cli.flink_rest,
+                "expected an http:// or https:// URL",
+            ));
+        }
+
+        let tz = match tz_env.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => chrono_tz::UTC,
+            // POSIX allows a leading ':' meaning "a file under zoneinfo".
+            Some(name) => {
+                name.trim_start_matches(':')
+                    .parse()
+                    .map_err(|_| ConfigError::InvalidEnv {
+                        var: "TZ",
+                        value: name.to_string(),
+                        reason: "not an IANA time zone name, e.g. Asia/Shanghai".into(),
+                    })?
+            }
+        };
+
+        let start = Regex::new(&cli.multiline_start)
+            .map_err(|e| invalid("multiline-start", &cli.multiline_start, e.to_string()))?;
+        let positive = |flag: &'static str, v: usize| {
+            if v == 0 {
+                Err(invalid(flag, "0", "must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+
+        let state_file = cli
+            .state_file
+            .unwrap_or_else(|| cli.log_dir.join(".flink-agent-checkpoints.json"));
+
+        Ok(Self {
+            log_dir: cli.log_dir,
+            include,
+            brokers,
+            topic,
+            kafka_properties,
+            state_file,
+            metrics_listen,
+            flink_rest,
+            shutdown_timeout: parse_duration("shutdown-timeout", &cli.shutdown_timeout)?,
+            pod: PodMeta {
+                pod_name: cli.pod_name,
+                namespace: cli.namespace,
+                node_name: cli.node_name,
+                pod_ip: cli.pod_ip,
+                container: cli.container,
+                cluster_id: cli.cluster_id,
+                component: cli.component,
+            },
+            tz,
+            multiline: MultilineConfig {
+                start,
+                max_lines: positive("multiline-max-lines", cli.multiline_max_lines)?,
+                max_bytes: positive("multiline-max-bytes", cli.multiline_max_bytes)?,
+                flush_after: parse_duration("multiline-flush", &cli.multiline_flush)?,
+            },
+            max_line_bytes: positive("max-line-bytes", cli.max_line_bytes)?.max(16),
+            max_in_flight_events: positive("max-in-flight-events", cli.max_in_flight_events)?,
+            max_in_flight_bytes: positive("max-in-flight-bytes", cli.max_in_flight_bytes)?,
+            rescan_interval: parse_duration("rescan-interval", &cli.rescan_interval)?
+                .max(Duration::from_millis(50)),
+            checkpoint_interval: parse_duration("checkpoint-interval", &cli.checkpoint_interval)?
+                .max(Duration::from_millis(50)),
+            stall_timeout: parse_duration("stall-timeout", &cli.stall_timeout)?
+                .max(Duration::from_secs(1)),
+        })
+    }
+
+    /// Whether a file name matches one of the include globs.
+    pub fn included(&self, name: &str) -> bool {
+        self.include.iter().any(|g| g.matches(name))
+    }
+}
+
+/// A small glob (`*`, `?`) over file names: enough for `*.log` and avoids another dependency.
+pub mod glob_lite {
+    #[derive(Debug, Clone)]
+    pub struct Glob {
+        pattern: Vec<char>,
+    }
+
+    impl Glob {
+        pub fn new(p: &str) -> Result<Self, String> {
+            if p.contains('/') {
+                return Err("a glob matches file names in --log-dir, without '/'".into());
+            }
+            Ok(Self {
+                pattern: p.chars().collect(),
+            })
+        }
+
+        pub fn matches(&self, name: &str) -> bool {
+            let s: Vec<char> = name.chars().collect();
+            // Iterative wildcard match with backtracking to the last '*'.
+            let (mut p, mut i) = (0usize, 0usize);
+            let mut star: Option<(usize, usize)> = None;
+            while i < s.len() {
+                if p < self.pattern.len() && (self.pattern[p] == '?' || self.pattern[p] == s[i]) {
+                    p += 1;
+                    i += 1;
+                } else if p < self.pattern.len() && self.pattern[p] == '*' {
+                    star = Some((p, i));
+                    p += 1;
+                } else if let Some((sp, si)) = star {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                } else {
+                    return false;
+                }
+            }
+            while p < self.pattern.len() && self.pattern[p] == '*' {
+                p += 1;
+            }
+            p == self.pattern.len()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut v = vec!["flink-agent", "--brokers", "b:9092", "--topic", "t"];
+        v.extend_from_slice(args);
+        Cli::parse_from(v)
+    }
+
+    #[test]
+    fn globs() {
+        let g = glob_lite::Glob::new("*.log").unwrap();
+        assert!(g.matches("flink--taskmanager-0-x.log"));
+        assert!(!g.matches("flink--taskmanager-0-x.log.1"));
+        assert!(!g.matches("x.out"));
+        assert!(glob_lite::Glob::new("task?.l*")
+            .unwrap()
+            .matches("task1.log"));
+    }
+
+    #[test]
+    fn defaults_and_properties() {
+        let c = Config::from_cli(
+            cli(&[
+                "--kafka-property",
+                "linger.ms=5",
+                "--kafka-property",
+                "a=b=c",
+            ]),
+            Some("Asia/Shanghai".into()),
+        )
+        .unwrap();
+        assert_eq!(c.kafka_properties["linger.ms"], "5");
+        assert_eq!(c.kafka_properties["a"], "b=c");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(c.tz, chrono_tz::Asia::Shanghai);
+        assert!(c.state_file.ends_with(".flink-agent-checkpoints.json"));
+        assert!(c.included("a.err"));
+    }
+
+    #[test]
+    fn secret_dir_files_are_properties_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sasl.username"), "user\n").unwrap();
+        std::fs::write(dir.path().join("sasl.password"), "s3cret").unwrap();
+        std::fs::write(dir.path().join("..data"), "ignored").unwrap();
+        let d = dir.path().to_str().unwrap();
+        let c = Config::from_cli(
+            cli(&[
+                "--kafka-secret-dir",
+                d,
+                "--kafka-property",
+                "sasl.username=override",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.kafka_properties["sasl.password"], "s3cret");
+        assert_eq!(c.kafka_properties["sasl.username"], "override");
+        assert!(!c.kafka_properties.contains_key("..data"));
+        let e = Config::from_cli(cli(&["--kafka-secret-dir", "/nonexistent/x"]), None).unwrap_err();
+        assert!(e.to_string().contains("--kafka-secret-dir"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let e = Config::from_cli(cli(&["--shutdown-timeout", "soon"]), None).unwrap_err();
+        assert!(e.to_string().contains("--shutdown-timeout"), "{e}");
+        assert!(e.to_string().contains("soon"), "{e}");
+        let e = Config::from_cli(cli(&["--kafka-property", "novalue"]), None).unwrap_err();
+        assert!(e.to_string().contains("--kafka-property"), "{e}");
+        let e = Config::from_cli(cli(&[]), Some("Mars/Olympus".into())).unwrap_err();
+        assert!(e.to_string().contains("Mars/Olympus"), "{e}");
+        let e = Config::from_cli(cli(&["--metrics-listen", "9260"]), None).unwrap_err();
+        assert!(e.to_string().contains("--metrics-listen"), "{e}");
+    }
+}

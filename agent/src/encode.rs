@@ -1,0 +1,194 @@
+//! ECS JSON encoding of one event: pure, no I/O.
+//!
+//! Field names as Filebeat writes them, so existing Elasticsearch/OpenSearch/Kibana/Vector
+//! pipelines read the events unchanged (see DESIGN.md for the exact shape).
+
+use serde::Serialize;
+
+use crate::config::PodMeta;
+use crate::parse::Parsed;
+
+/// Where an event came from: the file's identity and path, and the event's byte offset.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub path: &'a str,
+    pub offset: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub fingerprint: u64,
+}
+
+/// A stable id of the event: the same file and offset always give the same id, so a consumer
+/// can drop the duplicates that at-least-once delivery allows after a crash.
+pub fn event_id(o: &Origin<'_>) -> String {
+    format!(
+        "{:x}-{:x}-{:016x}-{}",
+        o.dev, o.ino, o.fingerprint, o.offset
+    )
+}
+
+#[derive(Serialize)]
+struct Doc<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: &'a str,
+    message: &'a str,
+    log: Log<'a>,
+    event: Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Error<'a>>,
+    kubernetes: Kubernetes<'a>,
+    flink: Flink<'a>,
+}
+
+#[derive(Serialize)]
+struct Log<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logger: Option<&'a str>,
+    file: File<'a>,
+    offset: u64,
+}
+
+#[derive(Serialize)]
+struct File<'a> {
+    path: &'a str,
+}
+
+#[derive(Serialize)]
+struct Event {
+    id: String,
+}
+
+#[derive(Serialize)]
+struct Error<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Kubernetes<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    pod: Pod<'a>,
+    node: Name<'a>,
+    container: Name<'a>,
+}
+
+#[derive(Serialize)]
+struct Pod<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    ip: &'a str,
+}
+
+#[derive(Serialize)]
+struct Name<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Flink<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cluster_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    component: &'a str,
+}
+
+/// Encodes an event; `read_time` (RFC 3339) stands in for `@timestamp` when the event has none.
+pub fn encode(p: &Parsed<'_>, origin: &Origin<'_>, pod: &PodMeta, read_time: &str) -> Vec<u8> {
+    let doc = Doc {
+        timestamp: p.timestamp.as_deref().unwrap_or(read_time),
+        message: p.message,
+        log: Log {
+            level: p.level,
+            logger: p.logger,
+            file: File { path: origin.path },
+            offset: origin.offset,
+        },
+        event: Event {
+            id: event_id(origin),
+        },
+        error: p.error_type.map(|kind| Error {
+            kind,
+            message: p.error_message,
+        }),
+        kubernetes: Kubernetes {
+            namespace: &pod.namespace,
+            pod: Pod {
+                name: &pod.pod_name,
+                ip: &pod.pod_ip,
+            },
+            node: Name {
+                name: &pod.node_name,
+            },
+            container: Name {
+                name: &pod.container,
+            },
+        },
+        flink: Flink {
+            cluster_id: &pod.cluster_id,
+            component: &pod.component,
+        },
+    };
+    // Serializing plain structs of strings and integers into a Vec cannot fail; an empty
+    // payload would still be shipped and visible rather than silently lost.
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse;
+
+    fn pod() -> PodMeta {
+        PodMeta {
+            pod_name: "p".into(),
+            namespace: "ns".into(),
+            node_name: "n".into(),
+            pod_ip: "10.1.2.3".into(),
+            container: "flink-main-container".into(),
+            cluster_id: "my-job".into(),
+            component: "jobmanager".into(),
+        }
+    }
+
+    #[test]
+    fn exact_shape() {
+        let text = "2026-11-22 19:03:04,123 ERROR org.apache.flink.Foo [] - failed\njava.lang.IllegalStateException: boom\n\tat x.Y.z(Y.java:1)";
+        let p = parse(text, &chrono_tz::Asia::Shanghai);
+        let o = Origin {
+            path: "/opt/flink/log/x.log",
+            offset: 1234,
+            dev: 0x801,
+            ino: 42,
+            fingerprint: 7,
+        };
+        let got = String::from_utf8(encode(&p, &o, &pod(), "unused")).unwrap();
+        let want = r#"{"@timestamp":"2026-11-22T19:03:04.123+08:00","message":"failed\njava.lang.IllegalStateException: boom\n\tat x.Y.z(Y.java:1)","log":{"level":"ERROR","logger":"org.apache.flink.Foo","file":{"path":"/opt/flink/log/x.log"},"offset":1234},"event":{"id":"801-2a-0000000000000007-1234"},"error":{"type":"java.lang.IllegalStateException","message":"boom"},"kubernetes":{"namespace":"ns","pod":{"name":"p","ip":"10.1.2.3"},"node":{"name":"n"},"container":{"name":"flink-main-container"}},"flink":{"cluster_id":"my-job","component":"jobmanager"}}"#;
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn raw_line_uses_read_time_and_no_error() {
+        let p = parse("demo-print> x", &chrono_tz::UTC);
+        let o = Origin {
+            path: "/l/a.out",
+            offset: 0,
+            dev: 1,
+            ino: 2,
+            fingerprint: 3,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&encode(&p, &o, &pod(), "2026-01-01T00:00:00.000+00:00"))
+                .unwrap();
+        assert_eq!(v["@timestamp"], "2026-01-01T00:00:00.000+00:00");
+        assert_eq!(v["message"], "demo-print> x");
+        assert!(v.get("error").is_none());
+        assert!(v["log"].get("level").is_none());
+    }
+}

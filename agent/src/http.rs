@@ -1,0 +1,84 @@
+//! The HTTP listener: `GET /metrics` (Prometheus text 0.0.4), `GET /healthz`, `GET /readyz`.
+//!
+//! A port in use is logged and retried: the agent must never exit on its own errors (a
+//! plain-container agent that exits kills its TaskManager).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ServerState {
+    /// The agent's own metrics (`flink_agent_*`).
+    pub registry: Arc<Registry>,
+    /// Set once the pipeline runs (state loaded, producer created).
+    pub ready: Arc<AtomicBool>,
+    /// Flink's metrics, read from its REST API, appended after the agent's own.
+    pub flink: Option<Arc<crate::flink_rest::FlinkMetrics>>,
+}
+
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+        tracing::warn!(error = %e, "encoding agent metrics");
+    }
+    // prometheus-client writes OpenMetrics, which ends with "# EOF"; Prometheus text 0.0.4
+    // has no such line, and more metrics (Flink's) follow.
+    if let Some(stripped) = out.strip_suffix("# EOF\n") {
+        out.truncate(stripped.len());
+    }
+    if let Some(flink) = &s.flink {
+        flink.render(&mut out).await;
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}
+
+async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+/// Serves until the process ends; binding is retried every few seconds while it fails.
+pub async fn serve(addr: SocketAddr, state: ServerState) {
+    let app = router(state);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "metrics listener started");
+                if let Err(e) = axum::serve(listener, app.clone()).await {
+                    tracing::error!(%addr, error = %e, "metrics listener failed; restarting");
+                }
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind the metrics listener; retrying in 5s");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}

@@ -1,0 +1,17 @@
+//! flink-agent: ships Flink's log files to Kafka with no loss, and serves metrics.
+//!
+//! Pure core (no I/O): [`multiline`], [`parse`], [`encode`], and the ordering part of
+//! [`checkpoint`]. I/O at the edges: [`tail`] (files), [`kafka`] (producer), [`http`]
+//! (listener), [`pipeline`] (wiring, backpressure, shutdown).
+
+pub mod checkpoint;
+pub mod config;
+pub mod encode;
+pub mod flink_rest;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod multiline;
+pub mod parse;
+pub mod pipeline;
+pub mod tail;

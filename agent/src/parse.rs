@@ -1,0 +1,287 @@
+//! Parsing of Flink's default log4j layout: pure, no I/O.
+//!
+//! `%d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n`: a zone-less timestamp (the pod's `TZ` is
+//! attached), the level padded to 5, the logger padded to 60 (longer names are not cut), the NDC
+//! (`[]` in Flink), ` - ` and the message. Continuation lines (stack traces) stay in the message.
+
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+
+/// The fields of one event. Borrowed from the event text to avoid copies on the hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    /// RFC 3339 with milliseconds and the offset of the pod's zone; None when the event does
+    /// not start with a Flink timestamp (the encoder then uses the read time).
+    pub timestamp: Option<String>,
+    pub level: Option<&'a str>,
+    pub logger: Option<&'a str>,
+    /// The `%m` part and every continuation line; the whole text when the layout did not match.
+    pub message: &'a str,
+    pub error_type: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+}
+
+/// Parses one grouped event.
+pub fn parse<'a>(text: &'a str, tz: &Tz) -> Parsed<'a> {
+    let (first, has_rest) = match text.find('\n') {
+        Some(i) => (&text[..i], true),
+        None => (text, false),
+    };
+    let header = parse_header(first, tz);
+    let (timestamp, level, logger, message, skip_first) = match header {
+        Some(h) => {
+            // The message is the rest of the first line plus all continuation lines.
+            let msg_start = first.len() - h.message.len();
+            (
+                Some(h.timestamp),
+                Some(h.level),
+                Some(h.logger),
+                &text[msg_start..],
+                true,
+            )
+        }
+        None => (None, None, None, text, false),
+    };
+    let (error_type, error_message) = find_exception(text, skip_first && has_rest, skip_first)
+        .map_or((None, None), |(t, m)| (Some(t), m));
+    Parsed {
+        timestamp,
+        level,
+        logger,
+        message,
+        error_type,
+        error_message,
+    }
+}
+
+struct Header<'a> {
+    timestamp: String,
+    level: &'a str,
+    logger: &'a str,
+    message: &'a str,
+}
+
+fn parse_header<'a>(line: &'a str, tz: &Tz) -> Option<Header<'a>> {
+    // "2026-11-22 11:55:26,584 " is 24 ASCII bytes.
+    let ts = line.get(..23)?;
+    if line.as_bytes().get(23) != Some(&b' ') {
+        return None;
+    }
+    let naive = NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S,%3f").ok()?;
+    let rest = &line[24..];
+    let (level, rest) = split_token(rest)?;
+    let (logger, rest) = split_token(rest)?;
+    // What remains is "%x - %m": the NDC ("[]") then " - ". The message may contain " - " too,
+    // so take the first one.
+    let message = if let Some(i) = rest.find(" - ") {
+        &rest[i + 3..]
+    } else if let Some(stripped) = rest.strip_suffix(" -") {
+        // An empty message whose trailing space was trimmed.
+        &stripped[stripped.len()..]
+    } else {
+        // No NDC at all (a layout without %x).
+        rest.strip_prefix("- ")?
+    };
+    Some(Header {
+        timestamp: format_ts(naive, tz),
+        level,
+        logger,
+        message,
+    })
+}
+
+/// The next space-delimited token and the text after the spaces that follow it.
+fn split_token(s: &str) -> Option<(&str, &str)> {
+    let end = s.find(' ')?;
+    if end == 0 {
+        return None;
+    }
+    Some((&s[..end], s[end..].trim_start_matches(' ')))
+}
+
+/// Formats a wall-clock time of the pod's zone as RFC 3339 with its offset.
+pub fn format_ts(naive: NaiveDateTime, tz: &Tz) -> String {
+    // In a DST overlap the earlier instant is as good a guess as the later; in a gap (a time
+    // that never existed) log4j could not have written it, so fall back to UTC, not to nothing.
+    match tz.from_local_datetime(&naive).earliest() {
+        Some(dt) => dt.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string(),
+        None => naive
+            .and_utc()
+            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string(),
+    }
+}
+
+/// The outermost Java exception of an event: the first line that looks like
+/// `fully.qualified.SomethingException[: message]` (or `Error`/`Throwable`), not a `Caused by:`.
+fn find_exception(text: &str, skip_first: bool, parsed: bool) -> Option<(&str, Option<&str>)> {
+    let mut lines = text.split('\n');
+    if skip_first {
+        lines.next();
+    } else if parsed {
+        // A single parsed line: its message can still be "java.io.IOException: x"? Flink
+        // writes exceptions on the lines after the message, so nothing to look at.
+        return None;
+    }
+    for line in lines {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        // Uncaught exceptions on stderr (.out/.err files).
+        let line = match line.strip_prefix("Exception in thread \"") {
+            Some(rest) => match rest.find("\" ") {
+                Some(i) => &rest[i + 2..],
+                None => continue,
+            },
+            None => line,
+        };
+        if let Some(found) = exception_line(line) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+fn exception_line(line: &str) -> Option<(&str, Option<&str>)> {
+    let (name, msg) = match line.find(": ") {
+        Some(i) => (&line[..i], Some(line[i + 2..].trim())),
+        None => (line.strip_suffix(':').unwrap_or(line).trim_end(), None),
+    };
+    if name.is_empty() || !name.contains('.') {
+        return None;
+    }
+    let valid = name.split('.').all(|seg| {
+        let mut cs = seg.chars();
+        matches!(cs.next(), Some(c) if c.is_alphabetic() || c == '_' || c == '$')
+            && cs.all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    });
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let last = last.rsplit('$').next().unwrap_or(last);
+    let kind =
+        last.ends_with("Exception") || last.ends_with("Error") || last.ends_with("Throwable");
+    if valid && kind {
+        Some((name, msg.filter(|m| !m.is_empty())))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::multiline::Grouper;
+
+    fn fixture_events(name: &str) -> Vec<String> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/flink-logs")
+            .join(name);
+        let data = std::fs::read(&p).unwrap();
+        let skip = data.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut g = Grouper::new(crate::multiline::tests::cfg());
+        crate::multiline::tests::group_all(&mut g, &data[skip..])
+            .into_iter()
+            .map(|e| e.text)
+            .collect()
+    }
+
+    #[test]
+    fn simple_line() {
+        let l = "2026-11-22 11:57:31,108 INFO  org.apache.flink.client.cli.CliFrontend                      [] - --------";
+        let p = parse(l, &chrono_tz::Asia::Shanghai);
+        assert_eq!(
+            p.timestamp.as_deref(),
+            Some("2026-11-22T11:57:31.108+08:00")
+        );
+        assert_eq!(p.level, Some("INFO"));
+        assert_eq!(p.logger, Some("org.apache.flink.client.cli.CliFrontend"));
+        assert_eq!(p.message, "--------");
+        assert_eq!(p.error_type, None);
+        let p = parse(l, &chrono_tz::UTC);
+        assert_eq!(
+            p.timestamp.as_deref(),
+            Some("2026-11-22T11:57:31.108+00:00")
+        );
+    }
+
+    #[test]
+    fn long_logger_and_empty_message() {
+        let l = "2026-11-22 11:57:52,409 INFO  org.apache.flink.runtime.checkpoint.ExecutionTrackingCheckpointCoordinatorDeActivator [] - Stopping checkpoint scheduler, current job status: CANCELLING";
+        let p = parse(l, &chrono_tz::UTC);
+        assert_eq!(
+            p.logger,
+            Some("org.apache.flink.runtime.checkpoint.ExecutionTrackingCheckpointCoordinatorDeActivator")
+        );
+        assert_eq!(
+            p.message,
+            "Stopping checkpoint scheduler, current job status: CANCELLING"
+        );
+        let l = "2026-11-22 11:54:01,144 INFO  org.apache.flink.runtime.entrypoint.ClusterEntrypoint        [] - ";
+        let p = parse(l, &chrono_tz::UTC);
+        assert_eq!(p.message, "");
+        assert_eq!(p.level, Some("INFO"));
+    }
+
+    #[test]
+    fn raw_text_when_layout_does_not_match() {
+        let p = parse("demo-print> demo print record 0", &chrono_tz::UTC);
+        assert_eq!(p.timestamp, None);
+        assert_eq!(p.message, "demo-print> demo print record 0");
+        let p = parse("2026-13-45 99:99:99,000 INFO x [] - y", &chrono_tz::UTC);
+        assert_eq!(p.timestamp, None);
+    }
+
+    #[test]
+    fn stack_trace_event_from_fixture() {
+        let evs = fixture_events("taskexecutor.log.stacktrace30.txt");
+        let p = parse(&evs[1], &chrono_tz::Europe::Berlin);
+        assert_eq!(p.level, Some("WARN"));
+        assert_eq!(p.logger, Some("org.apache.flink.runtime.taskmanager.Task"));
+        assert_eq!(
+            p.timestamp.as_deref(),
+            Some("2026-11-22T11:55:26.584+01:00")
+        );
+        assert!(p
+            .message
+            .starts_with("Source: demo-datagen -> instrumented-map"));
+        assert!(p.message.contains("\nCaused by: java.io.IOException"));
+        assert_eq!(p.error_type, Some("java.lang.IllegalStateException"));
+        assert_eq!(
+            p.error_message,
+            Some("demo: deliberate failure at record 100")
+        );
+    }
+
+    #[test]
+    fn job_failed_and_sql_client_fixtures() {
+        let evs = fixture_events("jobmanager-standalonesession.log.jobfailed30.txt");
+        let p = parse(&evs[0], &chrono_tz::UTC);
+        assert_eq!(p.error_type, Some("org.apache.flink.runtime.JobException"));
+        assert_eq!(
+            p.error_message,
+            Some("Recovery is suppressed by FixedDelayRestartBackoffTimeStrategy(maxNumberRestartAttempts=3, backoffTimeMS=10000)")
+        );
+        let evs = fixture_events("sql-client.log.txt");
+        assert_eq!(evs.len(), 1);
+        let p = parse(&evs[0], &chrono_tz::UTC);
+        assert_eq!(p.level, Some("ERROR"));
+        assert_eq!(p.error_type, Some("java.lang.NoClassDefFoundError"));
+        assert_eq!(
+            p.error_message,
+            Some("org/apache/flink/table/gateway/service/context/DefaultContext")
+        );
+    }
+
+    #[test]
+    fn preconfiguration_is_not_an_exception() {
+        let evs = fixture_events("jobmanager-standalonesession.log.head30.txt");
+        for e in &evs {
+            assert_eq!(parse(e, &chrono_tz::UTC).error_type, None, "{e}");
+        }
+    }
+
+    #[test]
+    fn stderr_uncaught_exception() {
+        let t = "Exception in thread \"main\" java.lang.RuntimeException: boom\n\tat a.b.C.main(C.java:1)";
+        let p = parse(t, &chrono_tz::UTC);
+        assert_eq!(p.error_type, Some("java.lang.RuntimeException"));
+        assert_eq!(p.error_message, Some("boom"));
+    }
+}

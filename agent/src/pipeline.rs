@@ -1,0 +1,470 @@
+//! The running agent: the read loop (tail -> group -> parse -> encode -> send), the delivery
+//! tasks that turn Kafka acknowledgements into checkpoint progress, the checkpoint writer, and
+//! the shutdown sequence.
+//!
+//! Backpressure: each event in flight holds one permit of an event semaphore and its size in
+//! permits of a byte semaphore. The read loop waits for permits before sending, so when Kafka
+//! is slow or away it stops reading; the files on disk are the buffer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
+
+use crate::checkpoint::{self, Ledger, StreamId};
+use crate::config::Config;
+use crate::encode::{self, Origin};
+use crate::kafka::Sink;
+use crate::metrics::Metrics;
+use crate::parse;
+use crate::tail::{ReadEvent, Tailer};
+
+/// Bytes read from one file before the loop moves to the next (fairness between files).
+const PER_FILE_ROUND: usize = 1024 * 1024;
+/// How long the loop sleeps when nothing happens and no inotify event wakes it.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// An event handed to Kafka and not yet acknowledged: what is needed to send it again.
+struct InFlight {
+    stream: StreamId,
+    seq: u64,
+    payload: Arc<[u8]>,
+    /// Released with the event, once Kafka acknowledged it.
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// Shared by the read loop, the delivery tasks and the retry task.
+struct Shipper {
+    cfg: Arc<Config>,
+    sink: Arc<Sink>,
+    ledger: Arc<Mutex<Ledger>>,
+    metrics: Metrics,
+    events: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    /// When Kafka last acknowledged an event (or the agent started): for the stall watchdog.
+    last_ack: Arc<Mutex<Instant>>,
+    /// Order in which events were first handed to Kafka.
+    next_send: AtomicU64,
+    /// Failed deliveries waiting to be sent again, by first-send order, so a batch that
+    /// failed together (a dead producer purges everything) goes out again in file order.
+    retry: Mutex<BTreeMap<u64, InFlight>>,
+    retry_wake: Notify,
+    /// The read loop queues under the read side; the retry task takes the write side while
+    /// it re-queues, so new events do not overtake the ones being re-sent.
+    gate: RwLock<()>,
+}
+
+impl Shipper {
+    /// Encodes and queues one event; returns once it is handed to librdkafka (in file order).
+    async fn ship(self: &Arc<Self>, re: ReadEvent) {
+        let parsed = parse::parse(&re.event.text, &self.cfg.tz);
+        let origin = Origin {
+            path: &re.path,
+            offset: re.event.start,
+            dev: re.identity.dev,
+            ino: re.identity.ino,
+            fingerprint: re.identity.fingerprint,
+        };
+        let read_time = chrono::Utc::now().with_timezone(&self.cfg.tz);
+        let read_time = read_time.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
+        let payload: Arc<[u8]> = encode::encode(&parsed, &origin, &self.cfg.pod, &read_time).into();
+        let size = payload.len();
+        // An event larger than the whole byte budget still goes, alone.
+        let byte_permits = size.clamp(1, self.cfg.max_in_flight_bytes) as u32;
+        let (Ok(ev_permit), Ok(byte_permit)) = (
+            self.events.clone().acquire_owned().await,
+            self.bytes.clone().acquire_many_owned(byte_permits).await,
+        ) else {
+            return; // semaphores are never closed
+        };
+        let seq = {
+            let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            l.register(re.stream, re.event.end)
+        };
+        let Some(seq) = seq else {
+            return;
+        };
+        let ev = InFlight {
+            stream: re.stream,
+            seq,
+            payload,
+            _permits: (ev_permit, byte_permit),
+        };
+        let _gate = self.gate.read().await;
+        let no = self.next_send.fetch_add(1, Ordering::Relaxed);
+        let (fut, generation) = self.sink.enqueue(&ev.payload).await;
+        self.metrics.events_in_flight.inc();
+        self.metrics.bytes_in_flight.inc_by(size as i64);
+        tokio::spawn(self.clone().await_delivery(no, ev, fut, generation));
+    }
+
+    /// Waits for Kafka's answer: an acknowledgement moves the checkpoint, a failure queues
+    /// the event for the retry task (never counted as sent).
+    async fn await_delivery(
+        self: Arc<Self>,
+        no: u64,
+        ev: InFlight,
+        fut: rdkafka::producer::DeliveryFuture,
+        generation: u64,
+    ) {
+        let failure = match fut.await {
+            Ok(Ok(_delivery)) => None,
+            Ok(Err((e, _msg))) => Some(e.to_string()),
+            Err(_canceled) => Some("the producer dropped the message".to_string()),
+        };
+        if let Some(error) = failure {
+            self.metrics.send_errors.inc();
+            self.sink.recover(generation);
+            let first = {
+                let mut r = self.retry.lock().unwrap_or_else(|p| p.into_inner());
+                r.insert(no, ev);
+                r.len() == 1
+            };
+            if first {
+                // One line per batch: an outage fails thousands of deliveries at once.
+                tracing::warn!(%error, "Kafka delivery failed; the event will be sent again");
+            }
+            self.retry_wake.notify_one();
+            return;
+        }
+        {
+            let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            l.ack(ev.stream, ev.seq);
+        }
+        *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let size = ev.payload.len();
+        self.metrics.events_sent.inc();
+        self.metrics.bytes_sent.inc_by(size as u64);
+        self.metrics.events_in_flight.dec();
+        self.metrics.bytes_in_flight.dec_by(size as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.metrics.last_ack_timestamp.set(now);
+    }
+
+    /// Re-queues every failed event, oldest first (the caller holds the write gate).
+    async fn resend_failed(self: &Arc<Self>) {
+        let batch = std::mem::take(&mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()));
+        for (no, ev) in batch {
+            let (fut, generation) = self.sink.enqueue(&ev.payload).await;
+            tokio::spawn(self.clone().await_delivery(no, ev, fut, generation));
+        }
+    }
+
+    /// Replaces a stalled producer. Under the write gate, so that nothing new is queued
+    /// before the purged events are queued again, in their original order.
+    async fn replace_producer(self: &Arc<Self>) {
+        let _gate = self.gate.write().await;
+        if let Some(old) = self
+            .sink
+            .replace("no Kafka acknowledgement within --stall-timeout")
+        {
+            let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        }
+        // The purge's failures reach the retry queue through their delivery tasks.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.resend_failed().await;
+    }
+
+    /// Sends failed events again, oldest first, with a growing pause between rounds.
+    async fn retry_loop(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            self.retry_wake.notified().await;
+            let round_start = Instant::now();
+            let _gate = self.gate.write().await;
+            // Let the rest of a failing batch arrive, so it is re-sent in one ordered pass.
+            tokio::time::sleep(backoff).await;
+            self.resend_failed().await;
+            let acked_since =
+                *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) > round_start;
+            backoff = if acked_since {
+                Duration::from_millis(500)
+            } else {
+                (backoff * 2).min(Duration::from_secs(10))
+            };
+        }
+    }
+
+    async fn ship_all(self: &Arc<Self>, out: &mut Vec<ReadEvent>) {
+        for re in out.drain(..) {
+            self.ship(re).await;
+        }
+    }
+
+    /// Whether every event sent has been acknowledged.
+    fn drained(&self) -> bool {
+        self.events.available_permits() == self.cfg.max_in_flight_events
+    }
+}
+
+/// Wakes the read loop on inotify events; `rescan` is set for events that change names.
+struct Wakeup {
+    notify: Notify,
+    rescan: AtomicBool,
+}
+
+fn start_watcher(cfg: &Config, wake: Arc<Wakeup>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            match ev.kind {
+                // The agent's own opens, reads and closes (of the directory during a rescan, of
+                // files while reading) come back as access events: waking on them would make
+                // every rescan trigger the next one, a busy loop.
+                EventKind::Access(_) => return,
+                EventKind::Modify(notify::event::ModifyKind::Data(_)) => {}
+                _ => wake.rescan.store(true, Ordering::Relaxed),
+            }
+            wake.notify.notify_one();
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(mut w) => match w.watch(&cfg.log_dir, RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                // The periodic rescan still finds everything, only later.
+                tracing::warn!(dir = %cfg.log_dir.display(), error = %e, "cannot watch the log dir; polling only");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a file watcher; polling only");
+            None
+        }
+    }
+}
+
+/// The read loop; returns after a final pass once `stop` turns true.
+async fn read_loop(
+    cfg: Arc<Config>,
+    mut tailer: Tailer,
+    shipper: Arc<Shipper>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let wake = Arc::new(Wakeup {
+        notify: Notify::new(),
+        rescan: AtomicBool::new(true),
+    });
+    let mut watcher = None;
+    let mut last_scan: Option<Instant> = None;
+    let mut out = Vec::new();
+    loop {
+        if watcher.is_none() && cfg.log_dir.is_dir() {
+            watcher = start_watcher(&cfg, wake.clone());
+        }
+        let stopping = *stop.borrow();
+        // Rescans also happen between reads: a file must be opened (and so kept readable)
+        // before log4j can rename and later delete it, however far behind reading is.
+        let mut maybe_rescan = |tailer: &mut Tailer, out: &mut Vec<ReadEvent>, force: bool| {
+            let due = last_scan.is_none_or(|t| t.elapsed() >= cfg.rescan_interval);
+            if force || due || wake.rescan.swap(false, Ordering::Relaxed) {
+                tailer.rescan(out);
+                last_scan = Some(Instant::now());
+            }
+        };
+        maybe_rescan(&mut tailer, &mut out, stopping);
+        shipper.ship_all(&mut out).await;
+        let mut progressed = false;
+        for id in tailer.streams() {
+            let mut round = 0;
+            loop {
+                let n = tailer.read(id, PER_FILE_ROUND - round, &mut out);
+                maybe_rescan(&mut tailer, &mut out, false);
+                shipper.ship_all(&mut out).await;
+                round += n;
+                if n == 0 {
+                    break;
+                }
+                progressed = true;
+                // When stopping, read every file to its current end.
+                if round >= PER_FILE_ROUND && !stopping {
+                    break;
+                }
+                if round >= PER_FILE_ROUND {
+                    round = 0;
+                }
+            }
+        }
+        if stopping {
+            tailer.flush_all(&mut out);
+            shipper.ship_all(&mut out).await;
+            return;
+        }
+        tailer.flush_idle(Instant::now(), &mut out);
+        shipper.ship_all(&mut out).await;
+        if !progressed {
+            tokio::select! {
+                _ = wake.notify.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+fn save_checkpoint(cfg: &Config, ledger: &Mutex<Ledger>, metrics: &Metrics, last: &mut u64) {
+    let snapshot = {
+        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        if l.version == *last {
+            return;
+        }
+        l.gc_retired();
+        *last = l.version;
+        l.snapshot()
+    };
+    match checkpoint::save(&cfg.state_file, &snapshot) {
+        Ok(()) => {
+            metrics.checkpoint_writes.inc();
+        }
+        Err(e) => {
+            metrics.checkpoint_failures.inc();
+            // Written again at the next interval; positions only trail, nothing is lost.
+            *last = u64::MAX;
+            tracing::error!(error = %e, "cannot save the checkpoint");
+        }
+    }
+}
+
+/// Everything the agent needs, built at start-up. Errors here are configuration errors.
+pub struct Agent {
+    cfg: Arc<Config>,
+    metrics: Metrics,
+    ledger: Arc<Mutex<Ledger>>,
+    sink: Arc<Sink>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Sink(#[from] crate::kafka::SinkError),
+}
+
+impl Agent {
+    pub fn new(cfg: Config, metrics: Metrics) -> Result<Self, StartError> {
+        let client = crate::kafka::client_config(&cfg.brokers, &cfg.kafka_properties);
+        let sink = Sink::new(
+            client,
+            cfg.topic.clone(),
+            cfg.pod.pod_name.clone(),
+            metrics.clone(),
+        )?;
+        let state = match checkpoint::load(&cfg.state_file) {
+            Ok(s) => s,
+            Err(e) => {
+                // Starting over re-ships (duplicates), which beats not shipping at all.
+                tracing::error!(error = %e, "cannot load the checkpoint; starting from the beginning of every file");
+                checkpoint::StateFile::default()
+            }
+        };
+        tracing::info!(files = state.files.len(), state_file = %cfg.state_file.display(), "checkpoint loaded");
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            metrics,
+            ledger: Arc::new(Mutex::new(Ledger::restore(state))),
+            sink: Arc::new(sink),
+        })
+    }
+
+    /// Runs until `shutdown` resolves, then drains within the shutdown timeout.
+    pub async fn run(
+        self,
+        ready: Arc<AtomicBool>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let cfg = self.cfg.clone();
+        let shipper = Arc::new(Shipper {
+            cfg: cfg.clone(),
+            sink: self.sink.clone(),
+            ledger: self.ledger.clone(),
+            metrics: self.metrics.clone(),
+            events: Arc::new(Semaphore::new(cfg.max_in_flight_events)),
+            bytes: Arc::new(Semaphore::new(cfg.max_in_flight_bytes)),
+            last_ack: Arc::new(Mutex::new(Instant::now())),
+            next_send: AtomicU64::new(0),
+            retry: Mutex::new(BTreeMap::new()),
+            retry_wake: Notify::new(),
+            gate: RwLock::new(()),
+        });
+        let retrier = tokio::spawn(shipper.clone().retry_loop());
+        let tailer = Tailer::new(cfg.clone(), self.ledger.clone(), self.metrics.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut reader = tokio::spawn(read_loop(cfg.clone(), tailer, shipper.clone(), stop_rx));
+
+        let writer = {
+            let cfg = cfg.clone();
+            let ledger = self.ledger.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let mut last = u64::MAX;
+                let mut tick = tokio::time::interval(cfg.checkpoint_interval);
+                loop {
+                    tick.tick().await;
+                    save_checkpoint(&cfg, &ledger, &metrics, &mut last);
+                }
+            })
+        };
+        let watchdog = {
+            let shipper = shipper.clone();
+            let stall = cfg.stall_timeout;
+            tokio::spawn(async move {
+                let mut last_replace = Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let since_ack = shipper
+                        .last_ack
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .elapsed();
+                    if !shipper.drained() && since_ack > stall && last_replace.elapsed() > stall {
+                        shipper.replace_producer().await;
+                        last_replace = Instant::now();
+                    }
+                }
+            })
+        };
+        ready.store(true, Ordering::Relaxed);
+
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {}
+            res = &mut reader => {
+                // The read loop only returns when told to; a panic there must not end the
+                // agent silently, but exiting would kill the TaskManager: say it loudly.
+                tracing::error!(?res, "the read loop ended unexpectedly; waiting for shutdown");
+                shutdown.await;
+            }
+        }
+        let deadline = Instant::now() + cfg.shutdown_timeout;
+        tracing::info!(timeout = ?cfg.shutdown_timeout, "shutting down: shipping what is read and waiting for Kafka");
+        let _ = stop_tx.send(true);
+        if !reader.is_finished()
+            && tokio::time::timeout_at(deadline.into(), &mut reader)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the final read pass did not finish in time");
+            reader.abort();
+        }
+        while !shipper.drained() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        writer.abort();
+        watchdog.abort();
+        retrier.abort();
+        let in_flight = self.metrics.events_in_flight.get();
+        if in_flight > 0 {
+            tracing::warn!(
+                in_flight,
+                "shutdown timeout: events not acknowledged; they are sent again after a restart"
+            );
+        }
+        let mut last = u64::MAX;
+        save_checkpoint(&cfg, &self.ledger, &self.metrics, &mut last);
+        tracing::info!("checkpoint saved; exiting");
+    }
+}

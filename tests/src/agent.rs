@@ -1,0 +1,213 @@
+//! Starting the real `flink-agent` binary against a log dir and a broker, and reading its
+//! metrics.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::{free_port, wait_for, workspace_bin, ChildGuard};
+
+pub struct AgentProc {
+    pub guard: ChildGuard,
+    pub metrics_port: u16,
+    /// The agent's own (JSON) log, for failure messages.
+    pub stderr: PathBuf,
+}
+
+/// Settings tuned for tests: short idle flush, rescans and checkpoint writes.
+pub fn start_agent(
+    log_dir: &Path,
+    work_dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+) -> Result<AgentProc> {
+    let metrics_port = free_port()?;
+    let stderr = work_dir.join(format!("agent-{metrics_port}.log"));
+    let err = std::fs::File::create(&stderr)?;
+    let mut cmd = Command::new(workspace_bin("flink-agent")?);
+    cmd.arg("--log-dir")
+        .arg(log_dir)
+        .arg("--brokers")
+        .arg(bootstrap)
+        .arg("--topic")
+        .arg(topic)
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .arg("--flink-rest")
+        .arg("http://127.0.0.1:1")
+        .args(["--pod-name", "test-pod", "--namespace", "test-ns"])
+        .args(["--node-name", "test-node", "--pod-ip", "127.0.0.1"])
+        .args(["--cluster-id", "test-cluster", "--component", "taskmanager"])
+        .args(["--multiline-flush", "300ms", "--rescan-interval", "200ms"])
+        .args(["--checkpoint-interval", "200ms"])
+        .args(extra)
+        .env("TZ", "UTC")
+        .env("FLINK_AGENT_LOG", "info,librdkafka=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err);
+    let guard = ChildGuard::spawn("flink-agent", &mut cmd)?;
+    let agent = AgentProc {
+        guard,
+        metrics_port,
+        stderr,
+    };
+    wait_for("the agent's /readyz", Duration::from_secs(30), || {
+        Ok(http_get(metrics_port, "/readyz")
+            .ok()
+            .filter(|(code, _)| *code == 200)
+            .map(|_| ()))
+    })
+    .with_context(|| agent.log_tail())?;
+    Ok(agent)
+}
+
+impl AgentProc {
+    /// The last lines of the agent's log.
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        let from = lines.len().saturating_sub(30);
+        format!("agent log:\n{}", lines[from..].join("\n"))
+    }
+
+    /// The value of an unlabelled metric on /metrics.
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        let (_, body) = http_get(self.metrics_port, "/metrics")?;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .with_context(|| format!("metric {name} not found"))
+    }
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1: (status, body).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// One Flink-style log record in Flink's layout: `rec <tag>:<i>` in its message; every tenth
+/// record is an ERROR with a 9-line stack trace (outer exception, frames, Caused by, ... N more).
+pub fn flink_record(tag: &str, i: usize) -> String {
+    let ts = format!(
+        "2026-11-22 {:02}:{:02}:{:02},{:03}",
+        (i / 3_600_000) % 24,
+        (i / 60_000) % 60,
+        (i / 1000) % 60,
+        i % 1000
+    );
+    if matches!(i % 10, 0) {
+        let mut s = format!(
+            "{ts} ERROR {:<60} [] - rec {tag}:{i} task failed\n",
+            "org.apache.flink.runtime.taskmanager.Task"
+        );
+        s.push_str(&format!("java.lang.IllegalStateException: boom {i}\n"));
+        for f in 0..5 {
+            s.push_str(&format!(
+                "\tat org.example.Job.step{f}(Job.java:{})\n",
+                10 + f
+            ));
+        }
+        s.push_str(&format!("Caused by: java.io.IOException: inner {i}\n"));
+        s.push_str("\t... 5 more\n");
+        s
+    } else {
+        format!(
+            "{ts} INFO  {:<60} [] - rec {tag}:{i} checkpoint completed for job 0123456789abcdef\n",
+            "org.apache.flink.runtime.checkpoint.CheckpointCoordinator"
+        )
+    }
+}
+
+/// Lines in `flink_record(_, i)`.
+pub fn record_lines(i: usize) -> usize {
+    if matches!(i % 10, 0) {
+        9
+    } else {
+        1
+    }
+}
+
+/// What the consumer saw of records `0..n` of `tag`.
+#[derive(Debug, Default)]
+pub struct RecordCheck {
+    pub seen: usize,
+    pub duplicates: usize,
+    pub missing: Vec<usize>,
+    /// Records whose first copy arrived after a later record of the same file.
+    pub out_of_order: usize,
+}
+
+/// Checks the events of `tag`: each record grouped whole (message, stack trace, error fields),
+/// first occurrences in file order (counted in `out_of_order`). Errors on a malformed event.
+pub fn check_records(events: &[serde_json::Value], tag: &str, n: usize) -> Result<RecordCheck> {
+    let prefix = format!("rec {tag}:");
+    let mut seen = vec![0usize; n];
+    // Order is checked per file (rotation spreads records over files read side by side); a
+    // file is named by its event ids, which carry its identity (ids are `<file>-<offset>`).
+    let mut last_first: std::collections::HashMap<String, usize> = Default::default();
+    let mut out = RecordCheck::default();
+    for ev in events {
+        let msg = ev["message"].as_str().unwrap_or_default();
+        let Some(rest) = msg.strip_prefix(&prefix) else {
+            continue;
+        };
+        let i: usize = rest
+            .split(' ')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .with_context(|| format!("bad record message {msg:?}"))?;
+        anyhow::ensure!(i < n, "record {i} beyond {n}");
+        let lines = msg.lines().count();
+        anyhow::ensure!(
+            lines == record_lines(i),
+            "record {tag}:{i} has {lines} lines, want {}: {msg:?}",
+            record_lines(i)
+        );
+        if matches!(i % 10, 0) {
+            anyhow::ensure!(
+                ev["error"]["type"] == "java.lang.IllegalStateException"
+                    && ev["error"]["message"] == format!("boom {i}")
+                    && ev["log"]["level"] == "ERROR",
+                "record {tag}:{i}: wrong error fields: {ev}"
+            );
+        }
+        if seen[i] == 0 {
+            let id = ev["event"]["id"].as_str().unwrap_or_default();
+            let file = id.rsplit_once('-').map_or(id, |(f, _)| f).to_string();
+            if let Some(prev) = last_first.get(&file) {
+                if i < *prev {
+                    out.out_of_order += 1;
+                }
+            }
+            last_first.insert(file, i);
+            out.seen += 1;
+        } else {
+            out.duplicates += 1;
+        }
+        seen[i] += 1;
+    }
+    out.missing = (0..n).filter(|&i| seen[i] == 0).collect();
+    Ok(out)
+}

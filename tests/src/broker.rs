@@ -1,0 +1,188 @@
+//! A real Kafka-protocol broker (tansu, memory storage) on 127.0.0.1, and a reader of a topic.
+//!
+//! tansu's consumer groups are unreliable, so the reader uses partition assignment: it assigns
+//! every partition of the topic from the beginning and re-checks the metadata as it polls (the
+//! topic may be created by the agent's first message, or again after a broker restart, since
+//! memory storage starts empty).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{free_port, tool, wait_for_port, ChildGuard};
+
+/// A tansu broker process; killed when dropped.
+pub struct Broker {
+    pub port: u16,
+    child: Option<ChildGuard>,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker on a free port.
+    pub fn start(log_dir: &std::path::Path) -> Result<Self> {
+        Self::start_on(free_port()?, log_dir)
+    }
+
+    /// Starts a broker on `port` (to restart one where clients expect it).
+    pub fn start_on(port: u16, log_dir: &std::path::Path) -> Result<Self> {
+        let log = log_dir.join(format!("tansu-{port}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = Command::new(tool("bin/tansu")?);
+        cmd.arg("broker")
+            .arg("--listener-url")
+            .arg(&url)
+            .arg("--advertised-listener-url")
+            .arg(&url)
+            .arg("--storage-engine")
+            .arg("memory://tansu/")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = ChildGuard::spawn("tansu", &mut cmd)?;
+        wait_for_port(port, Duration::from_secs(20))?;
+        Ok(Self {
+            port,
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (its memory storage is lost with it).
+    pub fn stop(&mut self) {
+        self.child.take();
+    }
+
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+}
+
+/// Reads a topic from the beginning, all partitions, by assignment.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    topic: String,
+    assigned: HashSet<i32>,
+    last_refresh: Option<Instant>,
+}
+
+impl TopicReader {
+    pub fn new(bootstrap: &str, topic: &str) -> Result<Self> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "flink-injector-tests")
+            .set("enable.auto.commit", "false")
+            // After a broker restart the topic is new and starts at offset 0 again.
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .context("creating the test consumer")?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_string(),
+            assigned: HashSet::new(),
+            last_refresh: None,
+        })
+    }
+
+    fn refresh(&mut self) {
+        // Metadata is asked for only until the topic exists: librdkafka 2.12 has crashed
+        // (strcmp on a NULL topic name in its metadata cache) on a tansu metadata answer
+        // around a broker restart, so the test client keeps those requests to a minimum.
+        if !self.assigned.is_empty()
+            || self
+                .last_refresh
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_refresh = Some(Instant::now());
+        let Ok(md) = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
+        else {
+            return;
+        };
+        let mut parts: Vec<i32> = Vec::new();
+        for t in md.topics() {
+            if t.name() == self.topic && t.error().is_none() {
+                parts.extend(t.partitions().iter().map(|p| p.id()));
+            }
+        }
+        if parts.iter().all(|p| self.assigned.contains(p)) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Beginning);
+        }
+        if self.consumer.assign(&tpl).is_ok() {
+            self.assigned = parts.into_iter().collect();
+        }
+    }
+
+    /// Polls for up to `max_wait`; returns the payloads received.
+    pub fn poll_for(&mut self, max_wait: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + max_wait;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            self.refresh();
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push(m.payload().map(<[u8]>::to_vec).unwrap_or_default()),
+                Some(Err(_)) | None => {
+                    if !out.is_empty() {
+                        // Return what arrived so the caller can check progress.
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads until `done(all so far)` is true or nothing new arrived for `idle`;
+    /// gives up after `max`. Returns everything read, parsed as JSON.
+    pub fn read_until(
+        &mut self,
+        all: &mut Vec<serde_json::Value>,
+        idle: Duration,
+        max: Duration,
+        mut done: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let mut last_new = Instant::now();
+        loop {
+            if done(all) {
+                return Ok(());
+            }
+            if last_new.elapsed() > idle || start.elapsed() > max {
+                return Ok(());
+            }
+            let batch = self.poll_for(Duration::from_millis(500));
+            if !batch.is_empty() {
+                last_new = Instant::now();
+            }
+            for p in batch {
+                let v: serde_json::Value = serde_json::from_slice(&p).with_context(|| {
+                    format!("message is not JSON: {}", String::from_utf8_lossy(&p))
+                })?;
+                all.push(v);
+            }
+        }
+    }
+}
