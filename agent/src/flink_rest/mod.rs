@@ -1,0 +1,464 @@
+//! Flink's own metrics, read from the Flink REST API and served in Prometheus text format under
+//! the names Flink's `PrometheusReporter` uses (see [`mapping`] for the mapping).
+//!
+//! # Poll on scrape, with a short shared snapshot
+//! Metrics are read from the REST API when Prometheus scrapes, not by a background poller:
+//! * Prometheus already sets the cadence (scrape intervals are typically 15-60 s, at or above the
+//!   10 s at which the JobManager refreshes the metrics it serves, `metrics.fetcher.update-interval`),
+//!   so polling in the background could only add load, never fresher values;
+//! * nothing runs when nobody scrapes, which matters with one agent per TaskManager pod all
+//!   talking to the same JobManager;
+//! * `flink_up` says what the REST API answered just now, not up to an interval ago.
+//!
+//! The cost is that a scrape waits for the REST calls, so a whole refresh is bounded by
+//! [`FlinkRestConfig::timeout`] (each request gets the same deadline; what answered in time is
+//! served, what did not is counted in `flink_scrape_errors`), and at most 8 requests are in flight.
+//! The series of a full refresh are reused by scrapes within [`FlinkMetrics::with_min_interval`]
+//! (default 5 s, half the JobManager's refresh interval: the values could not have changed much)
+//! and concurrent scrapes share one refresh, so several scrapers (an HA Prometheus pair, someone
+//! with curl) never multiply the load on the JobManager. Such a scrape still asks `GET /overview`,
+//! so `flink_up` is never stale and a Flink that went away loses its series at once.
+//!
+//! The agent's own series: `flink_up` (1 when `GET /overview` answered this scrape),
+//! `flink_scrape_duration_seconds` (this scrape's time on the REST API), `flink_scrape_errors`
+//! (REST requests of the refresh served that failed or timed out) and
+//! `flink_job_state{job_id,job_name,state}`.
+
+pub mod client;
+pub mod mapping;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use client::{encode, get_batches, HttpSource, RestSource};
+use mapping::{
+    aggregated_values, numeric_values, AggregatedValue, Exposition, JobDetail, JobOverview,
+    JobsOverview, MetricId, MetricValue, Scope, TaskManagerInfo, TaskManagers,
+};
+
+/// Errors of one REST request. They never leave this module as a failure of `render`: they turn
+/// into `flink_up 0` or `flink_scrape_errors`, and a log line.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("Flink REST URL {0:?} is not supported: use http://host:port")]
+    UnsupportedUrl(String),
+    #[error("GET {0}: {1}")]
+    Http(String, String),
+    #[error("GET {0}: HTTP {1}: {2}")]
+    Status(String, u16, String),
+    #[error("GET {0}: unexpected JSON: {1}")]
+    Json(String, serde_json::Error),
+    #[error("GET {0}: no answer within the scrape timeout")]
+    Timeout(String),
+    #[error("HTTP client closed")]
+    Closed,
+}
+
+/// Where Flink's REST API is and which part of the cluster this agent reports.
+#[derive(Debug, Clone)]
+pub struct FlinkRestConfig {
+    /// e.g. `http://localhost:8081` (see [`default_rest_url`]).
+    pub base_url: String,
+    /// `jobmanager`: the JobManager, its jobs and their vertices. `taskmanager`: only the
+    /// TaskManager `taskmanager_id` (so one scrape target per pod and no series twice).
+    /// Anything else (e.g. not set): all of it, for a local or standalone cluster.
+    pub component: Option<String>,
+    /// The TaskManager's resource id: the pod name in native Kubernetes mode.
+    pub taskmanager_id: Option<String>,
+    /// Upper bound of one refresh (all REST requests of a scrape).
+    pub timeout: Duration,
+}
+
+/// The REST URL an agent uses when `--flink-rest` is not given: in a JobManager pod Flink's REST
+/// server is in the same network namespace; in a TaskManager pod it is the JobManager's REST
+/// service that Flink's native Kubernetes integration creates, `<cluster-id>-rest.<namespace>`
+/// (port 8081, `rest.port`'s default). `None` when it cannot be derived (a TaskManager without
+/// cluster id or namespace): the caller falls back to `http://localhost:8081`.
+pub fn default_rest_url(
+    component: Option<&str>,
+    cluster_id: Option<&str>,
+    namespace: Option<&str>,
+) -> Option<String> {
+    match component {
+        Some("taskmanager") => match (cluster_id, namespace) {
+            (Some(c), Some(ns)) if !c.is_empty() && !ns.is_empty() => {
+                Some(format!("http://{c}-rest.{ns}:8081"))
+            }
+            _ => None,
+        },
+        _ => Some("http://localhost:8081".to_string()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    JobManager,
+    TaskManager(Option<String>),
+    All,
+}
+
+impl Mode {
+    fn of(cfg: &FlinkRestConfig) -> Self {
+        match cfg.component.as_deref() {
+            Some("jobmanager") => Mode::JobManager,
+            Some("taskmanager") => Mode::TaskManager(cfg.taskmanager_id.clone()),
+            _ => Mode::All,
+        }
+    }
+}
+
+/// The Flink series of the last full refresh, reused while younger than `min_interval`.
+struct Snapshot {
+    at: Instant,
+    series: String,
+    errors: u64,
+}
+
+/// Reads Flink's metrics from its REST API and renders them for Prometheus.
+pub struct FlinkMetrics {
+    cfg: FlinkRestConfig,
+    mode: Mode,
+    source: HttpSource,
+    min_interval: Duration,
+    snapshot: Mutex<Option<Snapshot>>,
+    /// For logging only the transitions of `flink_up`, not every failed scrape.
+    was_up: AtomicBool,
+}
+
+impl FlinkMetrics {
+    pub fn new(cfg: FlinkRestConfig) -> Self {
+        let mode = Mode::of(&cfg);
+        if mode == Mode::TaskManager(None) {
+            tracing::warn!(
+                "component is taskmanager but no TaskManager id is known: only flink_up is reported"
+            );
+        }
+        Self {
+            source: HttpSource::new(&cfg.base_url, cfg.timeout),
+            mode,
+            cfg,
+            min_interval: Duration::from_secs(5),
+            snapshot: Mutex::new(None),
+            was_up: AtomicBool::new(true),
+        }
+    }
+
+    /// How long the series of a full refresh are reused by later scrapes (see the module docs).
+    /// Zero: every scrape reads all of the REST API.
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
+        self.min_interval = min_interval;
+        self
+    }
+
+    /// Appends Prometheus text format 0.0.4 of Flink's metrics plus `flink_up`,
+    /// `flink_scrape_duration_seconds` and `flink_scrape_errors`. Never fails; takes at most about
+    /// the configured timeout.
+    pub async fn render(&self, out: &mut String) {
+        // One scrape at a time: concurrent scrapes wait and reuse this one's refresh.
+        let mut snapshot = self.snapshot.lock().await;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        let fresh = snapshot
+            .as_ref()
+            .is_some_and(|s| s.at.elapsed() < self.min_interval);
+        let (up, first_error) = if fresh {
+            // Only ask whether Flink is still there: a Flink that went away must turn into
+            // flink_up 0 and no series at once, not after the snapshot expired.
+            match collect_probe(&self.source, deadline).await {
+                Ok(()) => (true, None),
+                Err(e) => (false, Some(e.to_string())),
+            }
+        } else {
+            let collected = collect(&self.source, &self.mode, deadline).await;
+            tracing::debug!(
+                samples = collected.expo.len(),
+                errors = collected.errors,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Flink metrics refreshed"
+            );
+            let mut series = String::new();
+            collected.expo.render(&mut series);
+            *snapshot = Some(Snapshot {
+                at: Instant::now(),
+                series,
+                errors: collected.errors,
+            });
+            (collected.up, collected.first_error)
+        };
+        let elapsed = started.elapsed();
+        self.log_transition(up, first_error.as_deref());
+        if !up {
+            // Never serve the series of a Flink that does not answer.
+            *snapshot = None;
+        }
+        let errors = match (up, snapshot.as_ref()) {
+            (true, Some(s)) => s.errors,
+            _ => 1,
+        };
+        if let Some(s) = snapshot.as_ref() {
+            out.push_str(&s.series);
+        }
+        let mut own = Exposition::new();
+        own.add_gauge(
+            "flink_up",
+            "1 if the Flink REST API answered this scrape, else 0",
+            Vec::new(),
+            if up { 1.0 } else { 0.0 },
+        );
+        own.add_gauge(
+            "flink_scrape_duration_seconds",
+            "Time this scrape spent reading the Flink REST API",
+            Vec::new(),
+            elapsed.as_secs_f64(),
+        );
+        own.add_gauge(
+            "flink_scrape_errors",
+            "Flink REST requests that failed or timed out in the refresh served",
+            Vec::new(),
+            errors as f64,
+        );
+        own.render(out);
+    }
+
+    fn log_transition(&self, up: bool, error: Option<&str>) {
+        let was_up = self.was_up.swap(up, Ordering::Relaxed);
+        match (was_up, up) {
+            (true, false) => tracing::warn!(
+                url = %self.cfg.base_url,
+                error = error.unwrap_or("unknown"),
+                "Flink REST API unreachable: flink_up 0"
+            ),
+            (false, true) => {
+                tracing::info!(url = %self.cfg.base_url, "Flink REST API reachable again")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What one refresh found.
+struct Collected {
+    up: bool,
+    expo: Exposition,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+enum Part {
+    Scope(Scope, Vec<(String, f64)>),
+    JobState(JobOverview),
+}
+
+/// One refresh: the requests share a deadline, failures are counted and skipped.
+struct Ctx<'a, S> {
+    src: &'a S,
+    deadline: tokio::time::Instant,
+    errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl<S: RestSource> Ctx<'_, S> {
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestError> {
+        let value = tokio::time::timeout_at(self.deadline, self.src.get_json(path))
+            .await
+            .map_err(|_| RestError::Timeout(path.to_string()))??;
+        serde_json::from_value(value).map_err(|e| RestError::Json(path.to_string(), e))
+    }
+
+    /// Like `get`, but a failure is counted, logged at debug level and becomes `None`.
+    async fn try_get<T: DeserializeOwned>(&self, path: &str) -> Option<T> {
+        match self.get(path).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "Flink REST request failed");
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    /// The metric ids under `path`, then their values (`?get=`, batched), or with `agg` the
+    /// aggregate chosen per metric. An empty id list (the first request after Flink started, or a
+    /// job without metrics) gives nothing, which is not an error.
+    async fn values(&self, path: &str, aggregated: bool) -> Vec<(String, f64)> {
+        let Some(ids) = self.try_get::<Vec<MetricId>>(path).await else {
+            return Vec::new();
+        };
+        let ids: Vec<String> = ids.into_iter().map(|m| m.id).collect();
+        let batches = get_batches(&ids).into_iter().map(|batch| async move {
+            if aggregated {
+                let url = format!("{path}?get={batch}&agg=min,max,sum");
+                self.try_get::<Vec<AggregatedValue>>(&url)
+                    .await
+                    .map(|v| aggregated_values(&v))
+            } else {
+                let url = format!("{path}?get={batch}");
+                self.try_get::<Vec<MetricValue>>(&url)
+                    .await
+                    .map(|v| numeric_values(&v))
+            }
+        });
+        join_all(batches)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
+    }
+
+    async fn jobmanager(&self) -> Vec<Part> {
+        let values = self.values("/jobmanager/metrics", false).await;
+        vec![Part::Scope(Scope::JobManager, values)]
+    }
+
+    async fn jobs(&self) -> Vec<Part> {
+        let Some(overview) = self.try_get::<JobsOverview>("/jobs/overview").await else {
+            return Vec::new();
+        };
+        let per_job = overview.jobs.into_iter().map(|job| self.job(job));
+        join_all(per_job).await.into_iter().flatten().collect()
+    }
+
+    async fn job(&self, job: JobOverview) -> Vec<Part> {
+        let mut parts = vec![Part::JobState(job.clone())];
+        if job.is_terminal() {
+            return parts;
+        }
+        let jid = encode(&job.jid, false);
+        let job_path = format!("/jobs/{jid}");
+        let metrics_path = format!("/jobs/{jid}/metrics");
+        let (values, detail) = futures_util::join!(
+            self.values(&metrics_path, false),
+            self.try_get::<JobDetail>(&job_path)
+        );
+        parts.push(Part::Scope(
+            Scope::Job {
+                job_id: job.jid.clone(),
+                job_name: job.name.clone(),
+            },
+            values,
+        ));
+        let vertices = detail.map(|d| d.vertices).unwrap_or_default();
+        // Vertex ids repeat across jobs (they derive from the job graph), so a vertex is always
+        // addressed and labelled with its job id too.
+        let per_vertex = vertices.into_iter().map(|v| {
+            let path = format!(
+                "/jobs/{jid}/vertices/{}/subtasks/metrics",
+                encode(&v.id, false)
+            );
+            let scope = Scope::Vertex {
+                job_id: job.jid.clone(),
+                job_name: job.name.clone(),
+                task_id: v.id,
+                task_name: v.name,
+            };
+            async move { Part::Scope(scope, self.values(&path, true).await) }
+        });
+        parts.extend(join_all(per_vertex).await);
+        parts
+    }
+
+    async fn taskmanagers(&self, only: Option<&str>) -> Vec<Part> {
+        let tms = match only {
+            Some(id) => {
+                let path = format!("/taskmanagers/{}", encode(id, false));
+                self.try_get::<TaskManagerInfo>(&path)
+                    .await
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            }
+            None => self
+                .try_get::<TaskManagers>("/taskmanagers")
+                .await
+                .map(|t| t.taskmanagers)
+                .unwrap_or_default(),
+        };
+        let per_tm = tms.into_iter().map(|tm| async move {
+            let path = format!("/taskmanagers/{}/metrics", encode(&tm.id, false));
+            let values = self.values(&path, false).await;
+            Part::Scope(
+                Scope::TaskManager {
+                    host: tm.host(),
+                    tm_id: tm.id,
+                },
+                values,
+            )
+        });
+        join_all(per_tm).await
+    }
+}
+
+/// `GET /overview`: is the REST API there at all? (cheap, and in every Flink version)
+async fn collect_probe<S: RestSource>(
+    src: &S,
+    deadline: tokio::time::Instant,
+) -> Result<(), RestError> {
+    tokio::time::timeout_at(deadline, src.get_json("/overview"))
+        .await
+        .map_err(|_| RestError::Timeout("/overview".to_string()))?
+        .map(|_| ())
+}
+
+async fn collect<S: RestSource>(src: &S, mode: &Mode, deadline: tokio::time::Instant) -> Collected {
+    let ctx = Ctx {
+        src,
+        deadline,
+        errors: AtomicU64::new(0),
+        first_error: std::sync::Mutex::new(None),
+    };
+    if let Err(e) = collect_probe(src, deadline).await {
+        return Collected {
+            up: false,
+            expo: Exposition::new(),
+            errors: 1,
+            first_error: Some(e.to_string()),
+        };
+    }
+    let parts: Vec<Part> = match mode {
+        Mode::JobManager => {
+            let (jm, jobs) = futures_util::join!(ctx.jobmanager(), ctx.jobs());
+            jm.into_iter().chain(jobs).collect()
+        }
+        Mode::TaskManager(Some(id)) => ctx.taskmanagers(Some(id)).await,
+        Mode::TaskManager(None) => Vec::new(),
+        Mode::All => {
+            let (jm, jobs, tms) =
+                futures_util::join!(ctx.jobmanager(), ctx.jobs(), ctx.taskmanagers(None));
+            jm.into_iter().chain(jobs).chain(tms).collect()
+        }
+    };
+    let mut expo = Exposition::new();
+    for part in parts {
+        match part {
+            Part::Scope(scope, values) => expo.add_scope(&scope, &values),
+            Part::JobState(job) => expo.add_gauge(
+                "flink_job_state",
+                "1 for the job's current state (from /jobs/overview)",
+                vec![
+                    ("job_id", mapping::sanitize_label_value(&job.jid)),
+                    ("job_name", mapping::sanitize_label_value(&job.name)),
+                    ("state", job.state.clone()),
+                ],
+                1.0,
+            ),
+        }
+    }
+    let first_error = ctx.first_error.lock().ok().and_then(|mut f| f.take());
+    Collected {
+        up: true,
+        expo,
+        errors: ctx.errors.load(Ordering::Relaxed),
+        first_error,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,333 @@
+//! Flink's metrics, read by the agent from a REAL local Flink 2.3 (JobManager + TaskManager
+//! started from `.tools/flink`) running real streaming jobs, parsed back with a Prometheus text
+//! parser: names and labels as Flink's PrometheusReporter makes them, and `flink_up 0` once
+//! Flink is gone.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use flink_agent::flink_rest::{FlinkMetrics, FlinkRestConfig};
+use flink_injector_tests::flink::{http_get, LocalFlink};
+use flink_injector_tests::{free_port, wait_for, workspace_bin, ChildGuard};
+use prometheus_parse::{LineInfo, Sample, Scrape, Value};
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Parses the text with a real parser, and rejects any line the parser does not recognise
+/// (prometheus-parse skips those silently).
+fn parse(text: &str) -> Result<Scrape> {
+    for line in text.lines() {
+        match LineInfo::parse(line) {
+            LineInfo::Ignored | LineInfo::Empty => bail!("not Prometheus text: {line:?}"),
+            LineInfo::Sample { value, .. } if value.parse::<f64>().is_err() => {
+                bail!("not a sample value: {line:?}")
+            }
+            _ => {}
+        }
+    }
+    let scrape = Scrape::parse(text.lines().map(|l| Ok::<_, io::Error>(l.to_string())))
+        .context("parsing the exposition")?;
+    Ok(scrape)
+}
+
+fn gauge(s: &Sample) -> Option<f64> {
+    match s.value {
+        Value::Gauge(v) | Value::Untyped(v) | Value::Counter(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// The samples named `name` whose labels include `labels`.
+fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect()
+}
+
+fn one(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    match find(scrape, name, labels).as_slice() {
+        [s] => gauge(s),
+        _ => None,
+    }
+}
+
+fn render(rt: &tokio::runtime::Runtime, m: &FlinkMetrics) -> String {
+    let mut out = String::new();
+    rt.block_on(m.render(&mut out));
+    out
+}
+
+#[test]
+fn flink_metrics_from_a_real_flink() -> Result<()> {
+    let logs = tempfile::tempdir()?;
+    let mut flink = LocalFlink::start(logs.path())?;
+    let job_name = "e2e-streaming";
+    let failing_name = "e2e-failing";
+    let job_id = flink.submit_streaming_job(job_name)?;
+    let failing_id = flink.submit_failing_job(failing_name)?;
+    flink.wait_job_state(&job_id, "RUNNING", Duration::from_secs(90))?;
+    let tm_id = flink
+        .taskmanager_ids()?
+        .into_iter()
+        .next()
+        .context("no TaskManager")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let timeout = Duration::from_secs(5);
+    let jm = FlinkMetrics::new(FlinkRestConfig {
+        base_url: flink.rest_url(),
+        component: Some("jobmanager".into()),
+        taskmanager_id: None,
+        timeout,
+    })
+    .with_min_interval(Duration::ZERO);
+    let tm = FlinkMetrics::new(FlinkRestConfig {
+        base_url: flink.rest_url(),
+        component: Some("taskmanager".into()),
+        taskmanager_id: Some(tm_id.clone()),
+        timeout,
+    })
+    .with_min_interval(Duration::ZERO);
+
+    let job_labels = [("job_id", job_id.as_str()), ("job_name", "e2e_streaming")];
+    let failing_labels = [("job_id", failing_id.as_str()), ("job_name", "e2e_failing")];
+    // The REST API's metrics appear only after the JobManager fetched them (the first request
+    // answers `[]`), and rates need a few seconds of records: poll like Prometheus would.
+    let (text, scrape) = wait_for(
+        "the job's metrics over REST",
+        Duration::from_secs(120),
+        || {
+            let text = render(&rt, &jm);
+            let scrape = parse(&text)?;
+            let heap = one(&scrape, "flink_jobmanager_Status_JVM_Memory_Heap_Used", &[]);
+            let uptime = one(&scrape, "flink_jobmanager_job_uptime", &job_labels);
+            let restarts = one(&scrape, "flink_jobmanager_job_numRestarts", &failing_labels);
+            let records_in = find(
+                &scrape,
+                "flink_taskmanager_job_task_numRecordsInPerSecond",
+                &job_labels,
+            )
+            .iter()
+            .filter_map(|s| gauge(s))
+            .fold(0.0, f64::max);
+            let ready = heap.is_some_and(|v| v > 0.0)
+                && uptime.is_some_and(|v| v > 0.0)
+                && restarts.is_some_and(|v| v >= 1.0)
+                && records_in > 0.0;
+            Ok(ready.then_some((text, scrape)))
+        },
+    )?;
+
+    assert_eq!(one(&scrape, "flink_up", &[]), Some(1.0), "{text}");
+    assert!(one(&scrape, "flink_scrape_duration_seconds", &[]).is_some_and(|v| v < 5.0));
+    assert!(
+        one(&scrape, "flink_jobmanager_numRegisteredTaskManagers", &[]) == Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        one(
+            &scrape,
+            "flink_job_state",
+            &[("job_id", job_id.as_str()), ("state", "RUNNING")]
+        ),
+        Some(1.0)
+    );
+    // The vertex with records in: the one after the keyBy, labelled with its job and its
+    // vertex, and nothing per subtask.
+    let vertex = find(
+        &scrape,
+        "flink_taskmanager_job_task_numRecordsInPerSecond",
+        &job_labels,
+    )
+    .into_iter()
+    .find(|s| gauge(s).is_some_and(|v| v > 0.0))
+    .context("a vertex with records in")?;
+    let task_name = vertex.labels.get("task_name").unwrap_or_default();
+    assert!(task_name.starts_with("double"), "{task_name}");
+    assert_eq!(vertex.labels.get("task_id").map(str::len), Some(32));
+    assert_eq!(vertex.labels.get("subtask_index"), None);
+    // Job-scope counters are gauges, with no _total.
+    assert!(text.contains("# TYPE flink_jobmanager_job_numRestarts gauge\n"));
+    assert!(scrape.samples.iter().all(|s| !s.metric.ends_with("_total")));
+    // The JobManager pod does not report TaskManager series: each TaskManager's agent does.
+    assert!(find(
+        &scrape,
+        "flink_taskmanager_Status_JVM_Memory_Heap_Used",
+        &[]
+    )
+    .is_empty());
+
+    // A TaskManager pod's agent: that TaskManager's metrics, labelled like the reporter does.
+    let tm_labels = [
+        ("tm_id", sanitize(&tm_id)),
+        ("host", "127_0_0_1".to_string()),
+    ];
+    let tm_labels: Vec<(&str, &str)> = tm_labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (tm_text, tm_scrape) =
+        wait_for("the TaskManager's metrics", Duration::from_secs(60), || {
+            let text = render(&rt, &tm);
+            let scrape = parse(&text)?;
+            Ok(one(
+                &scrape,
+                "flink_taskmanager_Status_JVM_Memory_Heap_Used",
+                &tm_labels,
+            )
+            .is_some_and(|v| v > 0.0)
+            .then_some((text, scrape)))
+        })?;
+    assert_eq!(one(&tm_scrape, "flink_up", &[]), Some(1.0));
+    assert!(
+        one(
+            &tm_scrape,
+            "flink_taskmanager_Status_Shuffle_Netty_TotalMemorySegments",
+            &tm_labels
+        )
+        .is_some_and(|v| v > 0.0),
+        "{tm_text}"
+    );
+    assert!(
+        !tm_text.contains("flink_jobmanager_"),
+        "a TaskManager's agent reports only its TaskManager"
+    );
+    // Every sample of a family has the same label names (the text format allows otherwise,
+    // Prometheus queries and dashboards do not expect it).
+    let mut label_sets: HashMap<&str, Vec<String>> = HashMap::new();
+    for s in &scrape.samples {
+        let mut keys: Vec<String> = s.labels.keys().map(|k| k.to_string()).collect();
+        keys.sort();
+        let prev = label_sets
+            .entry(s.metric.as_str())
+            .or_insert_with(|| keys.clone());
+        assert_eq!(*prev, keys, "label names of {}", s.metric);
+    }
+
+    // The real agent binary in a JobManager pod's shape: its /metrics serves its own
+    // metrics and Flink's.
+    let work = tempfile::tempdir()?;
+    let agent = AgentBinary::start(&flink, work.path())?;
+    let (agent_text, agent_scrape) = wait_for(
+        "Flink's metrics on the agent's /metrics",
+        Duration::from_secs(60),
+        || {
+            let text = agent.scrape()?;
+            let scrape = parse_flink_part(&text)?;
+            Ok(one(&scrape, "flink_jobmanager_job_uptime", &job_labels)
+                .is_some_and(|v| v > 0.0)
+                .then_some((text, scrape)))
+        },
+    )
+    .with_context(|| agent.log_tail())?;
+    assert_eq!(one(&agent_scrape, "flink_up", &[]), Some(1.0));
+    assert!(one(
+        &agent_scrape,
+        "flink_jobmanager_Status_JVM_Memory_Heap_Used",
+        &[]
+    )
+    .is_some_and(|v| v > 0.0));
+    assert!(
+        agent_text.lines().any(|l| l.starts_with("flink_agent_")),
+        "the agent's own metrics are there too:\n{agent_text}"
+    );
+
+    // Flink gone: flink_up 0, quickly, and still valid text.
+    flink.stop()?;
+    let started = Instant::now();
+    let text = render(&rt, &jm);
+    assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+    let scrape = parse(&text)?;
+    assert_eq!(one(&scrape, "flink_up", &[]), Some(0.0), "{text}");
+    assert!(find(&scrape, "flink_jobmanager_Status_JVM_Memory_Heap_Used", &[]).is_empty());
+
+    // The agent's endpoint too: answers within the timeout, its own metrics still there.
+    let started = Instant::now();
+    let text = agent.scrape()?;
+    assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+    let scrape = parse_flink_part(&text)?;
+    assert_eq!(one(&scrape, "flink_up", &[]), Some(0.0), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("flink_agent_")),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// The lines about Flink's metrics (everything but the agent's own `flink_agent_*`, which
+/// prometheus-client writes in OpenMetrics style and other tests check), parsed strictly.
+fn parse_flink_part(text: &str) -> Result<Scrape> {
+    let flink: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("flink_agent_") && *l != "# EOF")
+        .collect();
+    parse(&flink.join("\n"))
+}
+
+/// The `flink-agent` binary (built by `cargo build --workspace --bins`) pointed at the local
+/// Flink as a JobManager pod's sidecar. Kafka is unreachable: metrics must not care.
+struct AgentBinary {
+    _guard: ChildGuard,
+    port: u16,
+    stderr: std::path::PathBuf,
+}
+
+impl AgentBinary {
+    fn start(flink: &LocalFlink, work: &std::path::Path) -> Result<Self> {
+        let port = free_port()?;
+        let stderr = work.join("agent.log");
+        let mut cmd = std::process::Command::new(workspace_bin("flink-agent")?);
+        cmd.arg("--log-dir")
+            .arg(flink.log_dir())
+            .arg("--state-file")
+            .arg(work.join("agent-state.json"))
+            .args(["--brokers", "127.0.0.1:1", "--topic", "flink-logs"])
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--flink-rest")
+            .arg(flink.rest_url())
+            .args(["--pod-name", "e2e-jobmanager-pod", "--namespace", "e2e"])
+            .args(["--cluster-id", "e2e", "--component", "jobmanager"])
+            .env("FLINK_AGENT_LOG", "info,librdkafka=off")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr)?);
+        let guard = ChildGuard::spawn("flink-agent", &mut cmd)?;
+        Ok(Self {
+            _guard: guard,
+            port,
+            stderr,
+        })
+    }
+
+    fn scrape(&self) -> Result<String> {
+        let (status, body) = http_get(self.port, "/metrics")?;
+        if status != 200 {
+            bail!("GET /metrics: HTTP {status}");
+        }
+        Ok(String::from_utf8(body)?)
+    }
+
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        format!(
+            "agent log:\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+}
