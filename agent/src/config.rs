@@ -66,13 +66,10 @@ pub struct Cli {
     )]
     pub metrics_listen: String,
 
-    /// Base URL of Flink's REST API.
-    #[arg(
-        long,
-        env = "FLINK_AGENT_FLINK_REST",
-        default_value = "http://localhost:8081"
-    )]
-    pub flink_rest: String,
+    /// Base URL of Flink's REST API. Default: http://localhost:8081 in a JobManager pod, and
+    /// the JobManager's REST Service http://<cluster-id>-rest.<namespace>:8081 in a TaskManager pod.
+    #[arg(long, env = "FLINK_AGENT_FLINK_REST")]
+    pub flink_rest: Option<String>,
 
     /// How long SIGTERM waits for Kafka to acknowledge what is in flight (e.g. 20s, 1500ms).
     #[arg(long, env = "FLINK_AGENT_SHUTDOWN_TIMEOUT", default_value = "20s")]
@@ -354,12 +351,22 @@ impl Config {
             )
         })?;
 
-        let flink_rest = cli.flink_rest.trim_end_matches('/').to_string();
-        if !(flink_rest.starts_with("http://") || flink_rest.starts_with("https://")) {
+        let flink_rest = match &cli.flink_rest {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => crate::flink_rest::default_rest_url(
+                non_empty(&cli.component),
+                non_empty(&cli.cluster_id),
+                non_empty(&cli.namespace),
+            )
+            .unwrap_or_else(|| "http://localhost:8081".to_string()),
+        };
+        // Flink's REST API is plain HTTP unless security.ssl.rest is set, which the client here
+        // does not speak: refuse it up front rather than report flink_up 0 forever.
+        if !flink_rest.starts_with("http://") {
             return Err(invalid(
                 "flink-rest",
-                &cli.flink_rest,
-                "expected an http:// or https:// URL",
+                cli.flink_rest.as_deref().unwrap_or_default(),
+                "expected an http:// URL",
             ));
         }
 
@@ -435,47 +442,23 @@ impl Config {
     }
 }
 
-/// A small glob (`*`, `?`) over file names: enough for `*.log` and avoids another dependency.
+/// Include patterns over file names in --log-dir (globset syntax: `*`, `?`, `[abc]`, `{a,b}`).
 pub mod glob_lite {
     #[derive(Debug, Clone)]
-    pub struct Glob {
-        pattern: Vec<char>,
-    }
+    pub struct Glob(globset::GlobMatcher);
 
     impl Glob {
         pub fn new(p: &str) -> Result<Self, String> {
             if p.contains('/') {
                 return Err("a glob matches file names in --log-dir, without '/'".into());
             }
-            Ok(Self {
-                pattern: p.chars().collect(),
-            })
+            globset::Glob::new(p)
+                .map(|g| Self(g.compile_matcher()))
+                .map_err(|e| e.to_string())
         }
 
         pub fn matches(&self, name: &str) -> bool {
-            let s: Vec<char> = name.chars().collect();
-            // Iterative wildcard match with backtracking to the last '*'.
-            let (mut p, mut i) = (0usize, 0usize);
-            let mut star: Option<(usize, usize)> = None;
-            while i < s.len() {
-                if p < self.pattern.len() && (self.pattern[p] == '?' || self.pattern[p] == s[i]) {
-                    p += 1;
-                    i += 1;
-                } else if p < self.pattern.len() && self.pattern[p] == '*' {
-                    star = Some((p, i));
-                    p += 1;
-                } else if let Some((sp, si)) = star {
-                    p = sp + 1;
-                    i = si + 1;
-                    star = Some((sp, si + 1));
-                } else {
-                    return false;
-                }
-            }
-            while p < self.pattern.len() && self.pattern[p] == '*' {
-                p += 1;
-            }
-            p == self.pattern.len()
+            self.0.is_match(name)
         }
     }
 }
@@ -499,6 +482,33 @@ mod tests {
         assert!(glob_lite::Glob::new("task?.l*")
             .unwrap()
             .matches("task1.log"));
+    }
+
+    #[test]
+    fn flink_rest_defaults_to_the_jobmanager_service_in_a_taskmanager_pod() {
+        let tm = Config::from_cli(
+            cli(&[
+                "--component",
+                "taskmanager",
+                "--cluster-id",
+                "wc",
+                "--namespace",
+                "jobs",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(tm.flink_rest, "http://wc-rest.jobs:8081");
+        let jm = Config::from_cli(cli(&["--component", "jobmanager"]), None).unwrap();
+        assert_eq!(jm.flink_rest, "http://localhost:8081");
+        let explicit = Config::from_cli(
+            cli(&["--component", "taskmanager", "--flink-rest", "http://x:1/"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(explicit.flink_rest, "http://x:1");
+        let err = Config::from_cli(cli(&["--flink-rest", "https://x:8081"]), None).unwrap_err();
+        assert!(err.to_string().contains("flink-rest"), "{err}");
     }
 
     #[test]
@@ -557,4 +567,8 @@ mod tests {
         let e = Config::from_cli(cli(&["--metrics-listen", "9260"]), None).unwrap_err();
         assert!(e.to_string().contains("--metrics-listen"), "{e}");
     }
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
 }
