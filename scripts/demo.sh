@@ -67,7 +67,8 @@ fi
 
 say "starting flink-agent: tailing $WORK/log to Kafka topic flink-logs"
 mkdir -p "$WORK/log"
-"$BIN/flink-agent" --log-dir "$WORK/log" --brokers "127.0.0.1:$KAFKA_PORT" --topic flink-logs \
+# TZ as the webhook sets it (the fixture's JobManager asks for Europe/Berlin by annotation).
+TZ=Europe/Berlin "$BIN/flink-agent" --log-dir "$WORK/log" --brokers "127.0.0.1:$KAFKA_PORT" --topic flink-logs \
   --metrics-listen "127.0.0.1:$AGENT_METRICS" --flink-rest "http://127.0.0.1:1" \
   --pod-name wordcount-app-655949b6dc-x7k2p --namespace flink-jobs --node-name node-1 \
   --pod-ip 10.1.2.3 --cluster-id wordcount-app --component jobmanager 2>"$WORK/agent.log" &
@@ -80,7 +81,7 @@ cat /dev/null >"$LOG"
 for f in jobmanager-standalonesession.log.head30.txt jobmanager-standalonesession.log.stacktrace30.txt; do
   src="$ROOT/tests/fixtures/flink-logs/$f"
   [ -f "$src" ] || src="$ROOT/../shared/fixtures/flink-logs/$f"
-  cat "$src" >>"$LOG"
+  grep -v '^# ' "$src" >>"$LOG"   # the excerpts start with a comment saying where they come from
 done
 LINES=$(wc -l <"$LOG")
 EVENTS=$(grep -cE '^[0-9]{4}-[0-9]{2}-[0-9]{2} ' "$LOG")
@@ -93,6 +94,7 @@ echo "... $(wc -l <"$WORK/events.jsonl") events in Kafka for $EVENTS log records
 echo "the one with a stack trace:"
 jq -c 'select(.error != null) | {"@timestamp", level: .log.level, error, lines: (.message | split("\n") | length)}' "$WORK/events.jsonl" | head -3
 
+sleep 2   # let the last acknowledgement reach the checkpoint, so the lag reads 0
 say "agent /metrics (excerpt)"
 curl -fsS "http://127.0.0.1:$AGENT_METRICS/metrics" | grep -E '^flink_(agent_(events_sent|lines_read|bytes_sent|unshipped)|up)' | head -12
 say "done: stopping tansu, flink-webhook and flink-agent"
