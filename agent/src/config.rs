@@ -442,6 +442,10 @@ impl Config {
     }
 }
 
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// Include patterns over file names in --log-dir (globset syntax: `*`, `?`, `[abc]`, `{a,b}`).
 pub mod glob_lite {
     #[derive(Debug, Clone)]
@@ -567,8 +571,4 @@ mod tests {
         let e = Config::from_cli(cli(&["--metrics-listen", "9260"]), None).unwrap_err();
         assert!(e.to_string().contains("--metrics-listen"), "{e}");
     }
-}
-
-fn non_empty(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
 }
