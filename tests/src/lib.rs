@@ -154,6 +154,7 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
     })
 }
 
+pub mod corpus;
 pub mod https;
 
 /// The admission fixtures recorded from a real kube-apiserver.

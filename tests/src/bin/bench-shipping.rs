@@ -1,0 +1,289 @@
+//! Log-shipping benchmark: flink-agent shipping a corpus written ahead of time, against a bare
+//! rdkafka producer sending the same events, already split and encoded, from memory (the
+//! ceiling), to the same local broker, interleaved in one run. Prints a Markdown table.
+//!
+//! Usage: bench-shipping AGENT_BIN [LINES] [ROUNDS]     (run by scripts/bench.sh)
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use flink_agent::config::MultilineConfig;
+use flink_agent::encode::{encode, Origin};
+use flink_agent::multiline::{Grouper, Line};
+use flink_agent::parse::parse;
+use flink_injector_tests::agent::http_get;
+use flink_injector_tests::broker::Broker;
+use flink_injector_tests::{corpus, free_port, wait_for, ChildGuard};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+struct Counting(Arc<AtomicU64>, Arc<AtomicU64>);
+impl ClientContext for Counting {}
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.0.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.1.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// utime + stime of a process, in seconds (clock ticks of 1/100 s on Linux).
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(") ").context("stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Ok((f[11].parse::<f64>()? + f[12].parse::<f64>()?) / 100.0)
+}
+
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("VmHWM")?
+        .trim()
+        .trim_end_matches(" kB")
+        .parse::<f64>()?;
+    Ok(kb / 1024.0)
+}
+
+struct Run {
+    secs: f64,
+    cpu: f64,
+    rss: Option<f64>,
+}
+
+fn events_in_memory(text: &str) -> Result<Vec<Vec<u8>>> {
+    let cfg = MultilineConfig {
+        start: regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")?,
+        max_lines: 500,
+        max_bytes: 512 * 1024,
+        flush_after: Duration::from_secs(1),
+    };
+    let mut grouper = Grouper::new(cfg);
+    let pod = flink_agent::config::PodMeta {
+        pod_name: "bench-pod".into(),
+        namespace: "bench".into(),
+        node_name: "node".into(),
+        pod_ip: "127.0.0.1".into(),
+        container: "flink-main-container".into(),
+        cluster_id: "bench".into(),
+        component: "taskmanager".into(),
+    };
+    let tz: chrono_tz::Tz = chrono_tz::UTC;
+    let now = Instant::now();
+    let mut events = Vec::new();
+    let mut push = |ev: flink_agent::multiline::GroupedEvent| {
+        let origin = Origin {
+            path: "/opt/flink/log/flink--taskmanager-0-bench.log",
+            offset: ev.start,
+            dev: 64768,
+            ino: 42,
+            fingerprint: 7,
+        };
+        events.push(encode(
+            &parse(&ev.text, &tz),
+            &origin,
+            &pod,
+            "2026-11-23T00:00:00Z",
+        ));
+    };
+    let mut pos = 0u64;
+    for line in text.split_inclusive('\n') {
+        let bytes = line.trim_end_matches('\n').as_bytes();
+        let end = pos + line.len() as u64;
+        if let Some(ev) = grouper.push(
+            Line {
+                bytes,
+                start: pos,
+                end,
+                force_start: false,
+            },
+            now,
+        ) {
+            push(ev);
+        }
+        pos = end;
+    }
+    if let Some(ev) = grouper.flush() {
+        push(ev);
+    }
+    Ok(events)
+}
+
+fn run_ceiling(bootstrap: &str, topic: &str, events: &[Vec<u8>]) -> Result<Run> {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let config = flink_agent::kafka::client_config(bootstrap, &Default::default());
+    let producer: ThreadedProducer<Counting> =
+        ThreadedProducer::from_config_and_context(&config, Counting(ok.clone(), failed.clone()))?;
+    let pid = std::process::id().to_string();
+    let cpu0 = cpu_seconds(&pid)?;
+    let t0 = Instant::now();
+    for ev in events {
+        let mut record = BaseRecord::to(topic)
+            .key("bench-pod")
+            .payload(ev.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    // Queue full: the same backpressure the agent sees.
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = r;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(&pid)? - cpu0;
+    if ok.load(Ordering::Relaxed) != events.len() as u64 {
+        bail!(
+            "ceiling: {} of {} delivered, {} failed",
+            ok.load(Ordering::Relaxed),
+            events.len(),
+            failed.load(Ordering::Relaxed)
+        );
+    }
+    Ok(Run {
+        secs,
+        cpu,
+        rss: None,
+    })
+}
+
+fn run_agent(
+    agent_bin: &str,
+    bootstrap: &str,
+    topic: &str,
+    text: &str,
+    events: usize,
+) -> Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let log_dir = dir.path().join("log");
+    std::fs::create_dir(&log_dir)?;
+    std::fs::write(log_dir.join("flink--taskmanager-0-bench.log"), text)?;
+    let port = free_port()?;
+    let t0 = Instant::now();
+    let agent = ChildGuard::spawn(
+        "flink-agent",
+        Command::new(agent_bin)
+            .arg("--log-dir")
+            .arg(&log_dir)
+            .args(["--brokers", bootstrap, "--topic", topic])
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--flink-rest",
+                "http://127.0.0.1:1",
+                "--pod-name",
+                "bench-pod",
+            ])
+            .env("TZ", "UTC")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    let pid = agent.pid().to_string();
+    wait_for("all events acknowledged", Duration::from_secs(600), || {
+        let Ok((200, body)) = http_get(port, "/metrics") else {
+            return Ok(None);
+        };
+        let sent = body
+            .lines()
+            .find_map(|l| l.strip_prefix("flink_agent_events_sent_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Ok((sent as usize >= events).then_some(()))
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(&pid)?;
+    let rss = peak_rss_mib(agent.pid())?;
+    Ok(Run {
+        secs,
+        cpu,
+        rss: Some(rss),
+    })
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let agent_bin = args
+        .next()
+        .context("usage: bench-shipping AGENT_BIN [LINES] [ROUNDS]")?;
+    let lines: usize = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2);
+
+    let mut text = String::new();
+    let records = corpus::generate(lines, &mut text);
+    let real_lines = text.lines().count();
+    let mb = text.len() as f64 / 1e6;
+    let events = events_in_memory(&text)?;
+    if events.len() != records {
+        bail!(
+            "grouping gave {} events for {records} records",
+            events.len()
+        );
+    }
+    let work = tempfile::tempdir()?;
+    let broker = Broker::start(work.path())?;
+    let bootstrap = broker.bootstrap();
+    println!(
+        "corpus: {real_lines} lines, {records} events, {mb:.1} MB ({:.0} bytes/line), {:.0} MB encoded",
+        text.len() as f64 / real_lines as f64,
+        events.iter().map(Vec::len).sum::<usize>() as f64 / 1e6
+    );
+    println!();
+    println!(
+        "| round | shipper | seconds | lines/s | MB/s (log) | CPU s | CPU s/GB | peak RSS MiB |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let ceiling = run_ceiling(&bootstrap, &format!("ceiling-{round}"), &events)?;
+        let agent = run_agent(
+            &agent_bin,
+            &bootstrap,
+            &format!("agent-{round}"),
+            &text,
+            records,
+        )?;
+        for (name, r) in [
+            ("bare rdkafka producer (ceiling)", &ceiling),
+            ("flink-agent", &agent),
+        ] {
+            println!(
+                "| {round} | {name} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} | {} |",
+                r.secs,
+                real_lines as f64 / r.secs,
+                mb / r.secs,
+                r.cpu,
+                r.cpu / (mb / 1000.0),
+                r.rss
+                    .map(|m| format!("{m:.1}"))
+                    .unwrap_or_else(|| "n/a (corpus in memory)".into())
+            );
+        }
+        ratios.push(ceiling.secs / agent.secs);
+    }
+    println!();
+    let ratio_text: Vec<String> = ratios
+        .iter()
+        .map(|r| format!("{:.0}%", r * 100.0))
+        .collect();
+    println!(
+        "agent throughput / ceiling throughput per round: {}",
+        ratio_text.join(", ")
+    );
+    Ok(())
+}
