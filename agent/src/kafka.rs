@@ -12,6 +12,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 
 use crate::metrics::Metrics;
 
@@ -32,19 +33,55 @@ pub fn client_config(brokers: &str, user: &BTreeMap<String, String>) -> ClientCo
         // Kafka is away. A user who sets a timeout still loses nothing: failures are re-sent.
         .set("message.timeout.ms", "0")
         .set("linger.ms", "20")
-        .set("client.id", "flink-agent");
+        .set("client.id", "flink-agent")
+        // Feeds flink_agent_kafka_brokers_up (AgentContext::stats); cheap at this interval.
+        .set("statistics.interval.ms", "5000");
     for (k, v) in user {
         c.set(k, v);
     }
     c
 }
 
-/// Routes librdkafka's logs to tracing. A broker that cannot be reached is something the
-/// agent rides out (it stops reading and retries), so librdkafka's errors are warnings here.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AgentContext;
+/// A short, stable name for a Kafka error, for the `kind` label of send errors: the
+/// librdkafka error code when there is one (`MessageTimedOut`, `TopicAuthorizationFailed`).
+pub fn error_kind(e: &KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(code) => format!("{code:?}"),
+        None => "Other".to_string(),
+    }
+}
+
+/// Routes librdkafka's logs to tracing and its statistics to the broker gauges. A broker that
+/// cannot be reached is something the agent rides out (it stops reading and retries), so
+/// librdkafka's errors are warnings here.
+#[derive(Clone, Debug, Default)]
+pub struct AgentContext {
+    metrics: Metrics,
+}
+
+impl AgentContext {
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
 
 impl ClientContext for AgentContext {
+    fn stats(&self, statistics: Statistics) {
+        // librdkafka lists its bootstrap, internal and logical handles as brokers too (node id
+        // -1); only the brokers learned from metadata say whether Kafka is reachable. With
+        // sparse connections a broker that leads none of our partitions may stay unconnected.
+        let real = statistics.brokers.values().filter(|b| b.nodeid >= 0);
+        let (mut known, mut up) = (0i64, 0i64);
+        for b in real {
+            known += 1;
+            if b.state == "UP" {
+                up += 1;
+            }
+        }
+        self.metrics.kafka_brokers_known.set(known);
+        self.metrics.kafka_brokers_up.set(up);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -89,7 +126,8 @@ impl Sink {
         key: String,
         metrics: Metrics,
     ) -> Result<Self, SinkError> {
-        let producer: FutureProducer<AgentContext> = config.create_with_context(AgentContext)?;
+        let producer: FutureProducer<AgentContext> =
+            config.create_with_context(AgentContext::new(metrics.clone()))?;
         Ok(Self {
             config,
             topic,
@@ -122,7 +160,7 @@ impl Sink {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err((e, _)) => {
-                    self.metrics.send_errors.inc();
+                    self.metrics.send_error("enqueue", error_kind(&e));
                     tracing::warn!(error = %e, "cannot queue a message to Kafka; retrying");
                     self.recover(generation);
                     tokio::time::sleep(backoff).await;
@@ -163,7 +201,10 @@ impl Sink {
     }
 
     fn replace_locked(&self, c: &mut Current) -> Option<Arc<FutureProducer<AgentContext>>> {
-        match self.config.create_with_context(AgentContext) {
+        match self
+            .config
+            .create_with_context(AgentContext::new(self.metrics.clone()))
+        {
             Ok(p) => {
                 let old = std::mem::replace(&mut c.producer, Arc::new(p));
                 c.generation += 1;

@@ -12,6 +12,20 @@ pub struct FileLabel {
     pub path: String,
 }
 
+/// Why a send failed: `stage` is `enqueue` (librdkafka refused the message) or `delivery`
+/// (Kafka or librdkafka failed it later); `kind` is librdkafka's error code, e.g.
+/// `MessageTimedOut`, so a dashboard can tell an outage from a misconfiguration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendErrorLabel {
+    pub stage: &'static str,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    pub version: &'static str,
+}
+
 /// Every metric the agent updates; cheap to clone (all handles are Arcs inside).
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -19,7 +33,7 @@ pub struct Metrics {
     pub bytes_read: Counter,
     pub events_sent: Counter,
     pub bytes_sent: Counter,
-    pub send_errors: Counter,
+    pub send_errors: Family<SendErrorLabel, Counter>,
     pub events_in_flight: Gauge,
     pub bytes_in_flight: Gauge,
     pub unshipped_bytes: Family<FileLabel, Gauge>,
@@ -33,6 +47,8 @@ pub struct Metrics {
     pub checkpoint_failures: Counter,
     pub producer_restarts: Counter,
     pub read_errors: Counter,
+    pub kafka_brokers_up: Gauge,
+    pub kafka_brokers_known: Gauge,
 }
 
 impl Metrics {
@@ -63,7 +79,7 @@ impl Metrics {
         );
         r.register(
             "send_errors",
-            "Failed Kafka sends and deliveries (each is retried)",
+            "Failed Kafka sends and deliveries by stage and librdkafka error (each is retried)",
             m.send_errors.clone(),
         );
         r.register(
@@ -131,6 +147,30 @@ impl Metrics {
             "Errors reading or listing log files",
             m.read_errors.clone(),
         );
+        r.register(
+            "kafka_brokers_up",
+            "Kafka brokers the producer is connected to (librdkafka state UP); 0 while Kafka is unreachable",
+            m.kafka_brokers_up.clone(),
+        );
+        r.register(
+            "kafka_brokers_known",
+            "Kafka brokers the producer learned from cluster metadata",
+            m.kafka_brokers_known.clone(),
+        );
+        let build: Family<BuildLabel, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register("build_info", "The agent's version", build);
         (m, root)
+    }
+
+    /// Counts one failed send.
+    pub fn send_error(&self, stage: &'static str, kind: String) {
+        self.send_errors
+            .get_or_create(&SendErrorLabel { stage, kind })
+            .inc();
     }
 }

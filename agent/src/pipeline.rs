@@ -112,11 +112,14 @@ impl Shipper {
     ) {
         let failure = match fut.await {
             Ok(Ok(_delivery)) => None,
-            Ok(Err((e, _msg))) => Some(e.to_string()),
-            Err(_canceled) => Some("the producer dropped the message".to_string()),
+            Ok(Err((e, _msg))) => Some((crate::kafka::error_kind(&e), e.to_string())),
+            Err(_canceled) => Some((
+                "ProducerDropped".to_string(),
+                "the producer dropped the message".to_string(),
+            )),
         };
-        if let Some(error) = failure {
-            self.metrics.send_errors.inc();
+        if let Some((kind, error)) = failure {
+            self.metrics.send_error("delivery", kind);
             self.sink.recover(generation);
             let first = {
                 let mut r = self.retry.lock().unwrap_or_else(|p| p.into_inner());

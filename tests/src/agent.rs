@@ -75,6 +75,27 @@ impl AgentProc {
         format!("agent log:\n{}", lines[from..].join("\n"))
     }
 
+    /// The sum of every sample of a metric on /metrics, whatever its labels (0 when the
+    /// metric has no sample yet, as a labelled family that was never touched).
+    pub fn metric_sum(&self, name: &str) -> Result<f64> {
+        let (_, body) = http_get(self.metrics_port, "/metrics")?;
+        let mut sum = 0.0;
+        for line in body.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let value = if let Some(labelled) = rest.strip_prefix('{') {
+                labelled.rsplit_once("} ").map(|(_, v)| v)
+            } else {
+                rest.strip_prefix(' ')
+            };
+            if let Some(v) = value {
+                sum += v.trim().parse::<f64>().with_context(|| line.to_string())?;
+            }
+        }
+        Ok(sum)
+    }
+
     /// The value of an unlabelled metric on /metrics.
     pub fn metric(&self, name: &str) -> Result<f64> {
         let (_, body) = http_get(self.metrics_port, "/metrics")?;

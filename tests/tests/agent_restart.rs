@@ -246,7 +246,15 @@ fn broker_down_for_20s_loses_nothing() -> Result<()> {
     let sent_before = agent.metric("flink_agent_events_sent_total")?;
     paused.store(false, Ordering::Relaxed);
     broker.stop();
-    std::thread::sleep(Duration::from_secs(20));
+    let outage = std::time::Instant::now();
+    // The on-call view of the outage: no broker connected, send errors by kind.
+    flink_injector_tests::wait_for(
+        "flink_agent_kafka_brokers_up 0",
+        Duration::from_secs(15),
+        || Ok((agent.metric("flink_agent_kafka_brokers_up")? == 0.0).then_some(())),
+    )
+    .with_context(|| agent.log_tail())?;
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(outage.elapsed()));
     let sent_during = agent.metric("flink_agent_events_sent_total")?;
     let in_flight = agent.metric("flink_agent_events_in_flight")?;
     let _broker2 = Broker::start_on(port, work.path())?;
@@ -284,7 +292,7 @@ fn broker_down_for_20s_loses_nothing() -> Result<()> {
         check.seen,
         check.duplicates,
         check.out_of_order,
-        agent.metric("flink_agent_send_errors_total")?,
+        agent.metric_sum("flink_agent_send_errors_total")?,
         agent.metric("flink_agent_producer_restarts_total")?
     );
     assert!(
@@ -294,6 +302,11 @@ fn broker_down_for_20s_loses_nothing() -> Result<()> {
         &check.missing[..check.missing.len().min(10)],
         agent.log_tail()
     );
+    flink_injector_tests::wait_for(
+        "flink_agent_kafka_brokers_up 1 again",
+        Duration::from_secs(15),
+        || Ok((agent.metric("flink_agent_kafka_brokers_up")? >= 1.0).then_some(())),
+    )?;
     // Failed deliveries are re-sent in their first-send order, ahead of new events.
     assert_eq!(check.out_of_order, 0);
     Ok(())
