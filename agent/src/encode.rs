@@ -20,22 +20,41 @@ pub struct Origin<'a> {
 
 /// A stable id of the event: the same file and offset always give the same id, so a consumer
 /// can drop the duplicates that at-least-once delivery allows after a crash.
-pub fn event_id(o: &Origin<'_>) -> String {
-    format!(
-        "{:x}-{:x}-{:016x}-{}",
-        o.dev, o.ino, o.fingerprint, o.offset
-    )
+struct EventId<'a>(&'a Origin<'a>);
+
+impl std::fmt::Display for EventId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = self.0;
+        write!(
+            f,
+            "{:x}-{:x}-{:016x}-{}",
+            o.dev, o.ino, o.fingerprint, o.offset
+        )
+    }
 }
 
+impl Serialize for EventId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Written straight into the output, no String per event.
+        s.collect_str(self)
+    }
+}
+
+/// The part of an event that changes from event to event.
 #[derive(Serialize)]
-struct Doc<'a> {
+struct Head<'a> {
     #[serde(rename = "@timestamp")]
     timestamp: &'a str,
     message: &'a str,
     log: Log<'a>,
-    event: Event,
+    event: Event<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Error<'a>>,
+}
+
+/// The part that is the same for every event of the pod.
+#[derive(Serialize)]
+struct Tail<'a> {
     kubernetes: Kubernetes<'a>,
     flink: Flink<'a>,
 }
@@ -56,8 +75,8 @@ struct File<'a> {
 }
 
 #[derive(Serialize)]
-struct Event {
-    id: String,
+struct Event<'a> {
+    id: EventId<'a>,
 }
 
 #[derive(Serialize)]
@@ -99,45 +118,83 @@ struct Flink<'a> {
     component: &'a str,
 }
 
-/// Encodes an event; `read_time` (RFC 3339) stands in for `@timestamp` when the event has none.
+/// Encodes events of one pod. The pod's part of every event is serialized once, here:
+/// escaping the same seven strings for every event was a tenth of the agent's CPU.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    /// `,"kubernetes":{...},"flink":{...}}`
+    tail: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(pod: &PodMeta) -> Self {
+        let tail = Tail {
+            kubernetes: Kubernetes {
+                namespace: &pod.namespace,
+                pod: Pod {
+                    name: &pod.pod_name,
+                    ip: &pod.pod_ip,
+                },
+                node: Name {
+                    name: &pod.node_name,
+                },
+                container: Name {
+                    name: &pod.container,
+                },
+            },
+            flink: Flink {
+                cluster_id: &pod.cluster_id,
+                component: &pod.component,
+            },
+        };
+        // Plain structs of strings cannot fail to serialize; `{` becomes the `,` that joins
+        // it to the event's own fields.
+        let mut tail = serde_json::to_vec(&tail).unwrap_or_else(|_| b"{}".to_vec());
+        tail[0] = b',';
+        Self { tail }
+    }
+
+    /// Encodes an event; `read_time` (RFC 3339) stands in for `@timestamp` when the event has
+    /// none.
+    pub fn encode(&self, p: &Parsed<'_>, origin: &Origin<'_>, read_time: &str) -> Vec<u8> {
+        let head = Head {
+            timestamp: p.timestamp.as_deref().unwrap_or(read_time),
+            message: p.message,
+            log: Log {
+                level: p.level,
+                logger: p.logger,
+                file: File { path: origin.path },
+                offset: origin.offset,
+            },
+            event: Event {
+                id: EventId(origin),
+            },
+            error: p.error_type.map(|kind| Error {
+                kind,
+                message: p.error_message,
+            }),
+        };
+        let guess = 200
+            + p.message.len()
+            + p.logger.map_or(0, str::len)
+            + origin.path.len()
+            + self.tail.len();
+        let mut out = Vec::with_capacity(guess);
+        // Serializing plain structs of strings and integers into a Vec cannot fail; an empty
+        // payload would still be shipped and visible rather than silently lost.
+        if serde_json::to_writer(&mut out, &head).is_err() {
+            out.clear();
+            return out;
+        }
+        out.pop(); // the head's closing `}`: the tail closes the object
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
+/// Encodes one event (tests and tools; the agent keeps an [`Encoder`]).
 pub fn encode(p: &Parsed<'_>, origin: &Origin<'_>, pod: &PodMeta, read_time: &str) -> Vec<u8> {
-    let doc = Doc {
-        timestamp: p.timestamp.as_deref().unwrap_or(read_time),
-        message: p.message,
-        log: Log {
-            level: p.level,
-            logger: p.logger,
-            file: File { path: origin.path },
-            offset: origin.offset,
-        },
-        event: Event {
-            id: event_id(origin),
-        },
-        error: p.error_type.map(|kind| Error {
-            kind,
-            message: p.error_message,
-        }),
-        kubernetes: Kubernetes {
-            namespace: &pod.namespace,
-            pod: Pod {
-                name: &pod.pod_name,
-                ip: &pod.pod_ip,
-            },
-            node: Name {
-                name: &pod.node_name,
-            },
-            container: Name {
-                name: &pod.container,
-            },
-        },
-        flink: Flink {
-            cluster_id: &pod.cluster_id,
-            component: &pod.component,
-        },
-    };
-    // Serializing plain structs of strings and integers into a Vec cannot fail; an empty
-    // payload would still be shipped and visible rather than silently lost.
-    serde_json::to_vec(&doc).unwrap_or_default()
+    Encoder::new(pod).encode(p, origin, read_time)
 }
 
 #[cfg(test)]
@@ -190,5 +247,39 @@ mod tests {
         assert_eq!(v["message"], "demo-print> x");
         assert!(v.get("error").is_none());
         assert!(v["log"].get("level").is_none());
+    }
+
+    #[test]
+    fn empty_pod_meta_and_hostile_text_stay_valid_json() {
+        let empty = PodMeta {
+            pod_name: String::new(),
+            namespace: String::new(),
+            node_name: String::new(),
+            pod_ip: String::new(),
+            container: String::new(),
+            cluster_id: String::new(),
+            component: String::new(),
+        };
+        let text = "2026-11-22 19:03:04,123 INFO  a.B [] - \"q\" \\ \u{1} \u{7f} é \u{2028}";
+        let p = parse(text, &chrono_tz::UTC);
+        let o = Origin {
+            path: "/l/\"x\".log",
+            offset: u64::MAX,
+            dev: u64::MAX,
+            ino: 0,
+            fingerprint: u64::MAX,
+        };
+        for pod in [empty, pod()] {
+            let v: serde_json::Value =
+                serde_json::from_slice(&encode(&p, &o, &pod, "unused")).unwrap();
+            assert_eq!(v["message"], "\"q\" \\ \u{1} \u{7f} é \u{2028}");
+            assert_eq!(v["log"]["file"]["path"], "/l/\"x\".log");
+            assert_eq!(v["log"]["offset"], u64::MAX);
+            assert_eq!(
+                v["event"]["id"],
+                format!("{:x}-0-{:016x}-{}", u64::MAX, u64::MAX, u64::MAX)
+            );
+            assert!(v["kubernetes"]["pod"].is_object());
+        }
     }
 }

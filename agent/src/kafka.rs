@@ -1,8 +1,14 @@
-//! The Kafka sink: a FutureProducer whose delivery futures drive the checkpoint.
+//! The Kafka sink: a ThreadedProducer whose delivery reports drive the checkpoint.
 //!
-//! librdkafka drops a message whose delivery fails or times out; the caller re-sends it, so a
-//! failed delivery is never counted as sent. An idempotent producer can hit a fatal error
-//! (e.g. a broker that lost its producer state); the producer is then recreated.
+//! Each message carries a token of the caller's; librdkafka's delivery report hands it back to
+//! a [`DeliveryHandler`] on the producer's polling thread. No task or channel per message:
+//! with one per message, waking tokio for every acknowledgement cost more CPU than reading,
+//! parsing and encoding together (see BENCHMARKS.md).
+//!
+//! librdkafka drops a message whose delivery fails or times out; the handler gets it back
+//! with its payload and the caller re-sends it, so a failed delivery is never counted as sent.
+//! An idempotent producer can hit a fatal error (e.g. a broker that lost its producer state);
+//! the producer is then recreated.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +17,8 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 
 use crate::metrics::Metrics;
@@ -54,18 +61,35 @@ pub fn error_kind(e: &KafkaError) -> String {
 /// Routes librdkafka's logs to tracing and its statistics to the broker gauges. A broker that
 /// cannot be reached is something the agent rides out (it stops reading and retries), so
 /// librdkafka's errors are warnings here.
-#[derive(Clone, Debug, Default)]
-pub struct AgentContext {
+pub struct AgentContext<H> {
     metrics: Metrics,
+    handler: Arc<H>,
 }
 
-impl AgentContext {
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+/// Receives delivery reports, on the producer's polling thread: keep it short and non-blocking.
+pub trait DeliveryHandler: Send + Sync + 'static {
+    /// What the caller attaches to a message and gets back with its report.
+    type Token: Send + Sync + 'static;
+    fn acknowledged(&self, token: Self::Token);
+    /// The message was not delivered (failed, timed out, or purged with its producer).
+    fn failed(&self, token: Self::Token, error: &KafkaError, payload: &[u8]);
+}
+
+impl<H: DeliveryHandler> ProducerContext for AgentContext<H> {
+    type DeliveryOpaque = Box<H::Token>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => self.handler.acknowledged(*token),
+            Err((error, message)) => {
+                self.handler
+                    .failed(*token, error, message.payload().unwrap_or_default())
+            }
+        }
     }
 }
 
-impl ClientContext for AgentContext {
+impl<H: DeliveryHandler> ClientContext for AgentContext<H> {
     fn stats(&self, statistics: Statistics) {
         // librdkafka lists its bootstrap, internal and logical handles as brokers too (node id
         // -1); only the brokers learned from metadata say whether Kafka is reachable. With
@@ -105,64 +129,76 @@ impl ClientContext for AgentContext {
     }
 }
 
-struct Current {
-    producer: Arc<FutureProducer<AgentContext>>,
-    generation: u64,
-}
+type Producer_<H> = ThreadedProducer<AgentContext<H>>;
 
 /// A producer that can be replaced after a fatal error.
-pub struct Sink {
+pub struct Sink<H: DeliveryHandler> {
     config: ClientConfig,
     topic: String,
     key: String,
-    current: Mutex<Current>,
+    current: Mutex<Arc<Producer_<H>>>,
     metrics: Metrics,
+    handler: Arc<H>,
 }
 
-impl Sink {
+impl<H: DeliveryHandler> Sink<H> {
     pub fn new(
         config: ClientConfig,
         topic: String,
         key: String,
         metrics: Metrics,
+        handler: Arc<H>,
     ) -> Result<Self, SinkError> {
-        let producer: FutureProducer<AgentContext> =
-            config.create_with_context(AgentContext::new(metrics.clone()))?;
+        let producer = Self::create(&config, &metrics, &handler)?;
         Ok(Self {
             config,
             topic,
             key,
-            current: Mutex::new(Current {
-                producer: Arc::new(producer),
-                generation: 0,
-            }),
+            current: Mutex::new(Arc::new(producer)),
             metrics,
+            handler,
         })
     }
 
-    fn current(&self) -> (Arc<FutureProducer<AgentContext>>, u64) {
-        let c = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        (c.producer.clone(), c.generation)
+    fn create(
+        config: &ClientConfig,
+        metrics: &Metrics,
+        handler: &Arc<H>,
+    ) -> Result<Producer_<H>, KafkaError> {
+        config.create_with_context(AgentContext {
+            metrics: metrics.clone(),
+            handler: handler.clone(),
+        })
     }
 
-    /// Queues one message; waits while librdkafka's queue is full and retries other enqueue
-    /// errors (they are transient or fixed by recreating the producer).
-    pub async fn enqueue(&self, payload: &[u8]) -> (DeliveryFuture, u64) {
+    fn current(&self) -> Arc<Producer_<H>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Queues one message (librdkafka copies the payload); waits while librdkafka's queue is
+    /// full and retries other enqueue errors (they are transient or fixed by recreating the
+    /// producer). Its delivery report reaches the handler with `token`.
+    pub async fn enqueue(&self, payload: &[u8], token: H::Token) {
         let mut backoff = Duration::from_millis(100);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(token))
+            .key(self.key.as_str())
+            .payload(payload);
         loop {
-            let (producer, generation) = self.current();
-            let record = FutureRecord::to(&self.topic)
-                .key(self.key.as_str())
-                .payload(payload);
-            match producer.send_result(record) {
-                Ok(f) => return (f, generation),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+            let producer = self.current();
+            match producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => {
+                Err((e, r)) => {
+                    record = r;
                     self.metrics.send_error("enqueue", error_kind(&e));
                     tracing::warn!(error = %e, "cannot queue a message to Kafka; retrying");
-                    self.recover(generation);
+                    self.recover_if_fatal();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -170,14 +206,11 @@ impl Sink {
         }
     }
 
-    /// After a failed delivery: recreates the producer if it is in a fatal state (once per
-    /// generation, however many deliveries report it).
-    pub fn recover(&self, generation: u64) {
+    /// Recreates the producer if it is in a fatal state. A new producer is not, so however
+    /// many failed deliveries lead here, a fatal producer is replaced once.
+    pub fn recover_if_fatal(&self) {
         let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if c.generation != generation {
-            return;
-        }
-        let Some((code, reason)) = c.producer.client().fatal_error() else {
+        let Some((code, reason)) = c.client().fatal_error() else {
             return;
         };
         tracing::error!(?code, %reason, "Kafka producer hit a fatal error; recreating it");
@@ -194,20 +227,16 @@ impl Sink {
     ///
     /// Returns the old producer: dropping it purges its queue, failing every pending delivery
     /// (so they are re-sent), and joins its thread, so the caller drops it off the runtime.
-    pub fn replace(&self, why: &str) -> Option<Arc<FutureProducer<AgentContext>>> {
+    pub fn replace(&self, why: &str) -> Option<Arc<Producer_<H>>> {
         let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
         tracing::warn!(reason = why, "recreating the Kafka producer");
         self.replace_locked(&mut c)
     }
 
-    fn replace_locked(&self, c: &mut Current) -> Option<Arc<FutureProducer<AgentContext>>> {
-        match self
-            .config
-            .create_with_context(AgentContext::new(self.metrics.clone()))
-        {
+    fn replace_locked(&self, c: &mut Arc<Producer_<H>>) -> Option<Arc<Producer_<H>>> {
+        match Self::create(&self.config, &self.metrics, &self.handler) {
             Ok(p) => {
-                let old = std::mem::replace(&mut c.producer, Arc::new(p));
-                c.generation += 1;
+                let old = std::mem::replace(c, Arc::new(p));
                 self.metrics.producer_restarts.inc();
                 Some(old)
             }

@@ -99,7 +99,7 @@ impl Metrics {
         );
         r.register(
             "last_ack_timestamp_seconds",
-            "Unix time of the last Kafka acknowledgement",
+            "Unix time of the last Kafka acknowledgement (to the second)",
             m.last_ack_timestamp.clone(),
         );
         r.register(

@@ -59,7 +59,11 @@ impl Grouper {
     /// Adds a line; returns the event it closed, if any.
     pub fn push(&mut self, line: Line<'_>, now: Instant) -> Option<GroupedEvent> {
         let bytes = line.bytes.strip_suffix(b"\r").unwrap_or(line.bytes);
-        let text = String::from_utf8_lossy(bytes);
+        // Valid UTF-8 (nearly every line) takes the fast validator; only the rest is repaired.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
         let starts = line.force_start || self.is_start(&text);
         let closed = match &mut self.pending {
             Some(p)

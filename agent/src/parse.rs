@@ -4,8 +4,24 @@
 //! attached), the level padded to 5, the logger padded to 60 (longer names are not cut), the NDC
 //! (`[]` in Flink), ` - ` and the message. Continuation lines (stack traces) stay in the message.
 
+use std::sync::LazyLock;
+
+use chrono::format::{Item, StrftimeItems};
 use chrono::{NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
+
+// Format strings parsed once: re-parsing them for every event was the agent's biggest
+// single user-space cost in the profile (BENCHMARKS.md). Constant strings, covered by tests.
+static FLINK_TS: LazyLock<Vec<Item<'static>>> = LazyLock::new(|| {
+    StrftimeItems::new("%Y-%m-%d %H:%M:%S,%3f")
+        .parse_to_owned()
+        .unwrap_or_default()
+});
+static RFC3339_MS: LazyLock<Vec<Item<'static>>> = LazyLock::new(|| {
+    StrftimeItems::new("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .parse_to_owned()
+        .unwrap_or_default()
+});
 
 /// The fields of one event. Borrowed from the event text to avoid copies on the hot path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +37,62 @@ pub struct Parsed<'a> {
     pub error_message: Option<&'a str>,
 }
 
+/// Remembers the last second it formatted: consecutive Flink records mostly share their
+/// second, and one wall-clock second of a zone always gets the same offset (in a DST overlap
+/// the earlier one), so for those only the milliseconds change and chrono is skipped.
+#[derive(Debug, Default)]
+pub struct TsCache {
+    key: [u8; 19],
+    /// `2026-11-22T11:55:26`
+    prefix: String,
+    /// `+08:00`
+    offset: String,
+}
+
+impl TsCache {
+    fn timestamp(&mut self, ts: &str, tz: &Tz) -> Option<String> {
+        let b = ts.as_bytes();
+        if !self.prefix.is_empty()
+            && b.len() == 23
+            && b[..19] == self.key
+            && b[19] == b','
+            && b[20..].iter().all(u8::is_ascii_digit)
+        {
+            let mut out = String::with_capacity(self.prefix.len() + 4 + self.offset.len());
+            out.push_str(&self.prefix);
+            out.push('.');
+            out.push_str(&ts[20..]);
+            out.push_str(&self.offset);
+            return Some(out);
+        }
+        let mut fields = chrono::format::Parsed::new();
+        chrono::format::parse(&mut fields, ts, FLINK_TS.iter()).ok()?;
+        let naive = fields.to_naive_datetime_with_offset(0).ok()?;
+        let formatted = format_ts(naive, tz);
+        // `YYYY-MM-DDTHH:MM:SS.mmm+hh:mm`: the cache needs the fixed-width shape.
+        if b.len() >= 19 && formatted.len() > 23 && formatted.as_bytes()[19] == b'.' {
+            self.key.copy_from_slice(&b[..19]);
+            self.prefix.clear();
+            self.prefix.push_str(&formatted[..19]);
+            self.offset.clear();
+            self.offset.push_str(&formatted[23..]);
+        }
+        Some(formatted)
+    }
+}
+
 /// Parses one grouped event.
 pub fn parse<'a>(text: &'a str, tz: &Tz) -> Parsed<'a> {
+    parse_cached(text, tz, &mut TsCache::default())
+}
+
+/// [`parse`], reusing the timestamp of the previous event's second.
+pub fn parse_cached<'a>(text: &'a str, tz: &Tz, cache: &mut TsCache) -> Parsed<'a> {
     let (first, has_rest) = match text.find('\n') {
         Some(i) => (&text[..i], true),
         None => (text, false),
     };
-    let header = parse_header(first, tz);
+    let header = parse_header(first, tz, cache);
     let (timestamp, level, logger, message, skip_first) = match header {
         Some(h) => {
             // The message is the rest of the first line plus all continuation lines.
@@ -61,19 +126,19 @@ struct Header<'a> {
     message: &'a str,
 }
 
-fn parse_header<'a>(line: &'a str, tz: &Tz) -> Option<Header<'a>> {
+fn parse_header<'a>(line: &'a str, tz: &Tz, cache: &mut TsCache) -> Option<Header<'a>> {
     // "2026-11-22 11:55:26,584 " is 24 ASCII bytes.
     let ts = line.get(..23)?;
     if line.as_bytes().get(23) != Some(&b' ') {
         return None;
     }
-    let naive = NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S,%3f").ok()?;
+    let timestamp = cache.timestamp(ts, tz)?;
     let rest = &line[24..];
     let (level, rest) = split_token(rest)?;
     let (logger, rest) = split_token(rest)?;
     // What remains is "%x - %m": the NDC ("[]") then " - ". The message may contain " - " too,
     // so take the first one.
-    let message = if let Some(i) = rest.find(" - ") {
+    let message = if let Some(i) = memchr::memmem::find(rest.as_bytes(), b" - ") {
         &rest[i + 3..]
     } else if let Some(stripped) = rest.strip_suffix(" -") {
         // An empty message whose trailing space was trimmed.
@@ -83,7 +148,7 @@ fn parse_header<'a>(line: &'a str, tz: &Tz) -> Option<Header<'a>> {
         rest.strip_prefix("- ")?
     };
     Some(Header {
-        timestamp: format_ts(naive, tz),
+        timestamp,
         level,
         logger,
         message,
@@ -104,10 +169,10 @@ pub fn format_ts(naive: NaiveDateTime, tz: &Tz) -> String {
     // In a DST overlap the earlier instant is as good a guess as the later; in a gap (a time
     // that never existed) log4j could not have written it, so fall back to UTC, not to nothing.
     match tz.from_local_datetime(&naive).earliest() {
-        Some(dt) => dt.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string(),
+        Some(dt) => dt.format_with_items(RFC3339_MS.iter()).to_string(),
         None => naive
             .and_utc()
-            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .format_with_items(RFC3339_MS.iter())
             .to_string(),
     }
 }
@@ -283,5 +348,47 @@ mod tests {
         let p = parse(t, &chrono_tz::UTC);
         assert_eq!(p.error_type, Some("java.lang.RuntimeException"));
         assert_eq!(p.error_message, Some("boom"));
+    }
+
+    #[test]
+    fn cached_timestamps_equal_uncached_across_seconds_and_dst() {
+        // Europe/Berlin leaves summer time on 2026-10-25 at 03:00 (back to 02:00): the hour
+        // 02:xx exists twice; walk through it in steps that often stay in the same second.
+        let tz = chrono_tz::Europe::Berlin;
+        let mut cache = TsCache::default();
+        let start = chrono::NaiveDate::from_ymd_opt(2026, 10, 25)
+            .and_then(|d| d.and_hms_milli_opt(1, 59, 58, 0))
+            .unwrap();
+        let mut hits = 0;
+        for step in 0..20_000i64 {
+            let t = start + chrono::Duration::milliseconds(step * 389 % 7_300_000);
+            let line = format!(
+                "{} INFO  org.apache.flink.Foo [] - m",
+                t.format("%Y-%m-%d %H:%M:%S,%3f")
+            );
+            hits += usize::from(!cache.prefix.is_empty() && line.as_bytes()[..19] == cache.key);
+            let fresh = parse(&line, &tz);
+            let cached = parse_cached(&line, &tz, &mut cache);
+            assert_eq!(fresh, cached, "{line}");
+            assert!(fresh.timestamp.is_some());
+        }
+        // The cache was really exercised, on both sides of the transition.
+        assert!(hits > 1000, "{hits} hits");
+    }
+
+    #[test]
+    fn cache_does_not_accept_bad_milliseconds() {
+        let mut cache = TsCache::default();
+        let tz = chrono_tz::UTC;
+        let good = "2026-11-22 11:55:26,584 INFO  a.B [] - m";
+        assert!(parse_cached(good, &tz, &mut cache).timestamp.is_some());
+        for bad in [
+            "2026-11-22 11:55:26,5x4 INFO  a.B [] - m",
+            "2026-11-22 11:55:26.584 INFO  a.B [] - m",
+        ] {
+            let p = parse_cached(bad, &tz, &mut cache);
+            assert_eq!(p.timestamp, None, "{bad}");
+            assert_eq!(p.message, bad);
+        }
     }
 }

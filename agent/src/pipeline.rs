@@ -17,50 +17,106 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 use crate::checkpoint::{self, Ledger, StreamId};
 use crate::config::Config;
 use crate::encode::{self, Origin};
-use crate::kafka::Sink;
+use crate::kafka::{DeliveryHandler, Sink};
 use crate::metrics::Metrics;
 use crate::parse;
 use crate::tail::{ReadEvent, Tailer};
+use rdkafka::error::KafkaError;
 
 /// Bytes read from one file before the loop moves to the next (fairness between files).
 const PER_FILE_ROUND: usize = 1024 * 1024;
 /// How long the loop sleeps when nothing happens and no inotify event wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
-/// An event handed to Kafka and not yet acknowledged: what is needed to send it again.
-struct InFlight {
+/// What travels with an event through librdkafka and comes back with its delivery report.
+pub struct Pending {
+    /// Order in which the event was first handed to Kafka.
+    no: u64,
     stream: StreamId,
     seq: u64,
-    payload: Arc<[u8]>,
+    size: usize,
     /// Released with the event, once Kafka acknowledged it.
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
-/// Shared by the read loop, the delivery tasks and the retry task.
-struct Shipper {
-    cfg: Arc<Config>,
-    sink: Arc<Sink>,
+/// An event whose delivery failed: what is needed to send it again.
+struct Failed {
+    pending: Pending,
+    payload: Vec<u8>,
+}
+
+/// Turns delivery reports into checkpoint progress and retries. Runs on the producer's
+/// polling thread, so it only takes short locks.
+pub struct Acks {
     ledger: Arc<Mutex<Ledger>>,
     metrics: Metrics,
-    events: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
-    /// When Kafka last acknowledged an event (or the agent started): for the stall watchdog.
-    last_ack: Arc<Mutex<Instant>>,
-    /// Order in which events were first handed to Kafka.
-    next_send: AtomicU64,
+    /// Events acknowledged so far. The watchdog turns its changes into the last-ack time
+    /// once a second: reading the clock for every acknowledgement cost more than the rest
+    /// of the acknowledgement.
+    acked: AtomicU64,
     /// Failed deliveries waiting to be sent again, by first-send order, so a batch that
     /// failed together (a dead producer purges everything) goes out again in file order.
-    retry: Mutex<BTreeMap<u64, InFlight>>,
+    retry: Mutex<BTreeMap<u64, Failed>>,
     retry_wake: Notify,
+}
+
+impl DeliveryHandler for Acks {
+    type Token = Pending;
+
+    fn acknowledged(&self, p: Pending) {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ack(p.stream, p.seq);
+        self.acked.fetch_add(1, Ordering::Relaxed);
+        self.metrics.events_sent.inc();
+        self.metrics.bytes_sent.inc_by(p.size as u64);
+        self.metrics.events_in_flight.dec();
+        self.metrics.bytes_in_flight.dec_by(p.size as i64);
+    }
+
+    fn failed(&self, pending: Pending, error: &KafkaError, payload: &[u8]) {
+        self.metrics
+            .send_error("delivery", crate::kafka::error_kind(error));
+        let first = {
+            let mut r = self.retry.lock().unwrap_or_else(|p| p.into_inner());
+            r.insert(
+                pending.no,
+                Failed {
+                    pending,
+                    payload: payload.to_vec(),
+                },
+            );
+            r.len() == 1
+        };
+        if first {
+            // One line per batch: an outage fails thousands of deliveries at once.
+            tracing::warn!(%error, "Kafka delivery failed; the event will be sent again");
+        }
+        self.retry_wake.notify_one();
+    }
+}
+
+/// Shared by the read loop, the retry task and the stall watchdog.
+struct Shipper {
+    cfg: Arc<Config>,
+    sink: Arc<Sink<Acks>>,
+    acks: Arc<Acks>,
+    events: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    next_send: AtomicU64,
     /// The read loop queues under the read side; the retry task takes the write side while
     /// it re-queues, so new events do not overtake the ones being re-sent.
     gate: RwLock<()>,
+    encoder: encode::Encoder,
+    /// Only the read loop parses; the lock is never contended.
+    ts_cache: Mutex<parse::TsCache>,
 }
 
 impl Shipper {
-    /// Encodes and queues one event; returns once it is handed to librdkafka (in file order).
-    async fn ship(self: &Arc<Self>, re: ReadEvent) {
-        let parsed = parse::parse(&re.event.text, &self.cfg.tz);
+    fn encode(&self, re: &ReadEvent) -> Vec<u8> {
+        let mut ts_cache = self.ts_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let parsed = parse::parse_cached(&re.event.text, &self.cfg.tz, &mut ts_cache);
         let origin = Origin {
             path: &re.path,
             offset: re.event.start,
@@ -68,9 +124,21 @@ impl Shipper {
             ino: re.identity.ino,
             fingerprint: re.identity.fingerprint,
         };
-        let read_time = chrono::Utc::now().with_timezone(&self.cfg.tz);
-        let read_time = read_time.format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string();
-        let payload: Arc<[u8]> = encode::encode(&parsed, &origin, &self.cfg.pod, &read_time).into();
+        // Only events without a timestamp of their own need the read time.
+        let read_time = match parsed.timestamp {
+            Some(_) => String::new(),
+            None => parse::format_ts(
+                chrono::Utc::now().with_timezone(&self.cfg.tz).naive_local(),
+                &self.cfg.tz,
+            ),
+        };
+        self.encoder.encode(&parsed, &origin, &read_time)
+    }
+
+    /// Encodes and queues one event; returns once it is handed to librdkafka (in file order).
+    /// The caller holds the read side of the gate.
+    async fn ship(&self, re: ReadEvent) {
+        let payload = self.encode(&re);
         let size = payload.len();
         // An event larger than the whole byte budget still goes, alone.
         let byte_permits = size.clamp(1, self.cfg.max_in_flight_bytes) as u32;
@@ -81,87 +149,36 @@ impl Shipper {
             return; // semaphores are never closed
         };
         let seq = {
-            let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = self.acks.ledger.lock().unwrap_or_else(|p| p.into_inner());
             l.register(re.stream, re.event.end)
         };
         let Some(seq) = seq else {
             return;
         };
-        let ev = InFlight {
+        let pending = Pending {
+            no: self.next_send.fetch_add(1, Ordering::Relaxed),
             stream: re.stream,
             seq,
-            payload,
+            size,
             _permits: (ev_permit, byte_permit),
         };
-        let _gate = self.gate.read().await;
-        let no = self.next_send.fetch_add(1, Ordering::Relaxed);
-        let (fut, generation) = self.sink.enqueue(&ev.payload).await;
-        self.metrics.events_in_flight.inc();
-        self.metrics.bytes_in_flight.inc_by(size as i64);
-        tokio::spawn(self.clone().await_delivery(no, ev, fut, generation));
-    }
-
-    /// Waits for Kafka's answer: an acknowledgement moves the checkpoint, a failure queues
-    /// the event for the retry task (never counted as sent).
-    async fn await_delivery(
-        self: Arc<Self>,
-        no: u64,
-        ev: InFlight,
-        fut: rdkafka::producer::DeliveryFuture,
-        generation: u64,
-    ) {
-        let failure = match fut.await {
-            Ok(Ok(_delivery)) => None,
-            Ok(Err((e, _msg))) => Some((crate::kafka::error_kind(&e), e.to_string())),
-            Err(_canceled) => Some((
-                "ProducerDropped".to_string(),
-                "the producer dropped the message".to_string(),
-            )),
-        };
-        if let Some((kind, error)) = failure {
-            self.metrics.send_error("delivery", kind);
-            self.sink.recover(generation);
-            let first = {
-                let mut r = self.retry.lock().unwrap_or_else(|p| p.into_inner());
-                r.insert(no, ev);
-                r.len() == 1
-            };
-            if first {
-                // One line per batch: an outage fails thousands of deliveries at once.
-                tracing::warn!(%error, "Kafka delivery failed; the event will be sent again");
-            }
-            self.retry_wake.notify_one();
-            return;
-        }
-        {
-            let mut l = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            l.ack(ev.stream, ev.seq);
-        }
-        *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        let size = ev.payload.len();
-        self.metrics.events_sent.inc();
-        self.metrics.bytes_sent.inc_by(size as u64);
-        self.metrics.events_in_flight.dec();
-        self.metrics.bytes_in_flight.dec_by(size as i64);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        self.metrics.last_ack_timestamp.set(now);
+        self.acks.metrics.events_in_flight.inc();
+        self.acks.metrics.bytes_in_flight.inc_by(size as i64);
+        self.sink.enqueue(&payload, pending).await;
     }
 
     /// Re-queues every failed event, oldest first (the caller holds the write gate).
-    async fn resend_failed(self: &Arc<Self>) {
-        let batch = std::mem::take(&mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()));
-        for (no, ev) in batch {
-            let (fut, generation) = self.sink.enqueue(&ev.payload).await;
-            tokio::spawn(self.clone().await_delivery(no, ev, fut, generation));
+    async fn resend_failed(&self) {
+        self.sink.recover_if_fatal();
+        let batch = std::mem::take(&mut *self.acks.retry.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, f) in batch {
+            self.sink.enqueue(&f.payload, f.pending).await;
         }
     }
 
     /// Replaces a stalled producer. Under the write gate, so that nothing new is queued
     /// before the purged events are queued again, in their original order.
-    async fn replace_producer(self: &Arc<Self>) {
+    async fn replace_producer(&self) {
         let _gate = self.gate.write().await;
         if let Some(old) = self
             .sink
@@ -169,7 +186,7 @@ impl Shipper {
         {
             let _ = tokio::task::spawn_blocking(move || drop(old)).await;
         }
-        // The purge's failures reach the retry queue through their delivery tasks.
+        // The purge's failures reach the retry queue through their delivery reports.
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.resend_failed().await;
     }
@@ -178,14 +195,13 @@ impl Shipper {
     async fn retry_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(500);
         loop {
-            self.retry_wake.notified().await;
-            let round_start = Instant::now();
+            self.acks.retry_wake.notified().await;
+            let acked_before = self.acks.acked.load(Ordering::Relaxed);
             let _gate = self.gate.write().await;
             // Let the rest of a failing batch arrive, so it is re-sent in one ordered pass.
             tokio::time::sleep(backoff).await;
             self.resend_failed().await;
-            let acked_since =
-                *self.last_ack.lock().unwrap_or_else(|p| p.into_inner()) > round_start;
+            let acked_since = self.acks.acked.load(Ordering::Relaxed) > acked_before;
             backoff = if acked_since {
                 Duration::from_millis(500)
             } else {
@@ -194,7 +210,11 @@ impl Shipper {
         }
     }
 
-    async fn ship_all(self: &Arc<Self>, out: &mut Vec<ReadEvent>) {
+    async fn ship_all(&self, out: &mut Vec<ReadEvent>) {
+        if out.is_empty() {
+            return;
+        }
+        let _gate = self.gate.read().await;
         for re in out.drain(..) {
             self.ship(re).await;
         }
@@ -338,7 +358,8 @@ pub struct Agent {
     cfg: Arc<Config>,
     metrics: Metrics,
     ledger: Arc<Mutex<Ledger>>,
-    sink: Arc<Sink>,
+    sink: Arc<Sink<Acks>>,
+    acks: Arc<Acks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,13 +370,6 @@ pub enum StartError {
 
 impl Agent {
     pub fn new(cfg: Config, metrics: Metrics) -> Result<Self, StartError> {
-        let client = crate::kafka::client_config(&cfg.brokers, &cfg.kafka_properties);
-        let sink = Sink::new(
-            client,
-            cfg.topic.clone(),
-            cfg.pod.pod_name.clone(),
-            metrics.clone(),
-        )?;
         let state = match checkpoint::load(&cfg.state_file) {
             Ok(s) => s,
             Err(e) => {
@@ -365,11 +379,28 @@ impl Agent {
             }
         };
         tracing::info!(files = state.files.len(), state_file = %cfg.state_file.display(), "checkpoint loaded");
+        let ledger = Arc::new(Mutex::new(Ledger::restore(state)));
+        let acks = Arc::new(Acks {
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+            acked: AtomicU64::new(0),
+            retry: Mutex::new(BTreeMap::new()),
+            retry_wake: Notify::new(),
+        });
+        let client = crate::kafka::client_config(&cfg.brokers, &cfg.kafka_properties);
+        let sink = Sink::new(
+            client,
+            cfg.topic.clone(),
+            cfg.pod.pod_name.clone(),
+            metrics.clone(),
+            acks.clone(),
+        )?;
         Ok(Self {
             cfg: Arc::new(cfg),
             metrics,
-            ledger: Arc::new(Mutex::new(Ledger::restore(state))),
+            ledger,
             sink: Arc::new(sink),
+            acks,
         })
     }
 
@@ -383,15 +414,13 @@ impl Agent {
         let shipper = Arc::new(Shipper {
             cfg: cfg.clone(),
             sink: self.sink.clone(),
-            ledger: self.ledger.clone(),
-            metrics: self.metrics.clone(),
+            acks: self.acks.clone(),
             events: Arc::new(Semaphore::new(cfg.max_in_flight_events)),
             bytes: Arc::new(Semaphore::new(cfg.max_in_flight_bytes)),
-            last_ack: Arc::new(Mutex::new(Instant::now())),
             next_send: AtomicU64::new(0),
-            retry: Mutex::new(BTreeMap::new()),
-            retry_wake: Notify::new(),
             gate: RwLock::new(()),
+            encoder: encode::Encoder::new(&cfg.pod),
+            ts_cache: Mutex::new(parse::TsCache::default()),
         });
         let retrier = tokio::spawn(shipper.clone().retry_loop());
         let tailer = Tailer::new(cfg.clone(), self.ledger.clone(), self.metrics.clone());
@@ -416,13 +445,21 @@ impl Agent {
             let stall = cfg.stall_timeout;
             tokio::spawn(async move {
                 let mut last_replace = Instant::now();
+                let mut last_ack = Instant::now();
+                let mut acked = 0;
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let since_ack = shipper
-                        .last_ack
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .elapsed();
+                    let now_acked = shipper.acks.acked.load(Ordering::Relaxed);
+                    if now_acked != acked {
+                        acked = now_acked;
+                        last_ack = Instant::now();
+                        let unix = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or(0.0);
+                        shipper.acks.metrics.last_ack_timestamp.set(unix);
+                    }
+                    let since_ack = last_ack.elapsed();
                     if !shipper.drained() && since_ack > stall && last_replace.elapsed() > stall {
                         shipper.replace_producer().await;
                         last_replace = Instant::now();

@@ -504,7 +504,7 @@ impl Tailer {
         let mut start = 0usize;
         let mut lines = 0u64;
         let mut splits = 0u64;
-        while let Some(i) = t.buf[start..].iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', &t.buf[start..]) {
             let line_end = start + i;
             cut_line(
                 t,
