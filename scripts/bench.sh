@@ -1,10 +1,42 @@
 #!/usr/bin/env bash
-# Benchmarks (figures, not tests): release builds, everything on 127.0.0.1.
-#   scripts/bench.sh [SECONDS_PER_CASE]
+# Benchmarks (figures, not tests): release builds, everything on 127.0.0.1. Prints the tables
+# and writes them into BENCHMARKS.md between its "results" markers.
+#   scripts/bench.sh [SECONDS_PER_ADMISSION_CASE] [CORPUS_LINES] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-5}"
-cargo build --release -p flink-webhook -p flink-injector-tests --bins
-echo "## Admission (flink-webhook serve, TLS, keep-alive; $(nproc) cores, client and server on one machine)"
-echo
-target/release/bench-admission target/release/flink-webhook "$secs"
+lines="${2:-1000000}"
+rounds="${3:-3}"
+scripts/install-test-deps.sh
+cargo build --release -p flink-webhook -p flink-agent -p flink-injector-tests --bins
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+{
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+  echo "client, server and broker on the same machine. Command: \`scripts/bench.sh $secs $lines $rounds\`."
+  echo
+  echo "### Admission (flink-webhook serve over TLS, keep-alive)"
+  echo
+  target/release/bench-admission target/release/flink-webhook "$secs"
+  echo
+  echo "### Log shipping ($lines-line corpus written ahead of time, interleaved rounds)"
+  echo
+  target/release/bench-shipping target/release/flink-agent "$lines" "$rounds"
+  echo
+  echo "### Flink metrics: one scrape of the agent's /metrics with a real local Flink"
+  echo
+  target/release/bench-scrape target/release/flink-agent
+} | tee "$out"
+python3 - "$out" <<'PY'
+import sys, re, pathlib
+md = pathlib.Path("BENCHMARKS.md")
+text = md.read_text()
+new = pathlib.Path(sys.argv[1]).read_text()
+start, end = "<!-- results:start -->", "<!-- results:end -->"
+if start not in text or end not in text:
+    sys.exit("BENCHMARKS.md lacks the results markers")
+head, rest = text.split(start, 1)
+_, tail = rest.split(end, 1)
+md.write_text(head + start + "\n" + new.rstrip() + "\n" + end + tail)
+print("BENCHMARKS.md updated")
+PY

@@ -265,7 +265,8 @@ impl LocalFlink {
         self.submit_job("failing", name)
     }
 
-    /// `bin/flink run -d` of the test job (see [`JOB_SOURCE`]) in `mode` (`healthy`|`failing`).
+    /// `bin/flink run -d` of the test job (see [`JOB_SOURCE`]) in `mode` (`healthy`|`failing`|
+    /// `wide`: 20 vertices x 4 subtasks, for the scrape benchmark; needs 4 slots).
     ///
     /// The PyPI distribution has no example jars and no SQL gateway jar (so `sql-client.sh`
     /// cannot run), hence a tiny DataStream job compiled here with the JDK's javac against
@@ -483,6 +484,20 @@ public class FlinkInjectorE2eJob {
         String mode = args.length > 0 ? args[0] : "healthy";
         String name = args.length > 1 ? args[1] : "e2e-" + mode;
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
+        if ("wide".equals(mode)) {
+            // The scrape benchmark's job: 20 vertices x 4 subtasks (source, 18 maps, sink).
+            env.setParallelism(4);
+            env.disableOperatorChaining();
+            org.apache.flink.streaming.api.datastream.DataStream<Long> s =
+                env.fromSequence(0, Long.MAX_VALUE).name("wide-source")
+                    .map(new Throttle(false)).name("wide-map-0");
+            for (int i = 1; i < 18; i++) {
+                s = s.map(new Double()).name("wide-map-" + i);
+            }
+            s.sinkTo(new DiscardingSink<Long>()).name("wide-sink");
+            env.execute(name);
+            return;
+        }
         env.fromSequence(0, Long.MAX_VALUE).name("e2e-source")
             .map(new Throttle("failing".equals(mode))).name("throttle")
             .keyBy(new Mod())

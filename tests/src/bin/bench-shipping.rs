@@ -175,24 +175,7 @@ fn run_agent(
     std::fs::write(log_dir.join("flink--taskmanager-0-bench.log"), text)?;
     let port = free_port()?;
     let t0 = Instant::now();
-    let agent = ChildGuard::spawn(
-        "flink-agent",
-        Command::new(agent_bin)
-            .arg("--log-dir")
-            .arg(&log_dir)
-            .args(["--brokers", bootstrap, "--topic", topic])
-            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--flink-rest",
-                "http://127.0.0.1:1",
-                "--pod-name",
-                "bench-pod",
-            ])
-            .env("TZ", "UTC")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
+    let agent = spawn_agent(agent_bin, bootstrap, topic, &log_dir, port)?;
     let pid = agent.pid().to_string();
     // Polled every 10 ms (wait_for's 100 ms would add up to 100 ms to a run of seconds).
     loop {
@@ -220,6 +203,162 @@ fn run_agent(
         cpu,
         rss: Some(rss),
     })
+}
+
+fn spawn_agent(
+    agent_bin: &str,
+    bootstrap: &str,
+    topic: &str,
+    log_dir: &std::path::Path,
+    port: u16,
+) -> Result<ChildGuard> {
+    ChildGuard::spawn(
+        "flink-agent",
+        Command::new(agent_bin)
+            .arg("--log-dir")
+            .arg(log_dir)
+            .args(["--brokers", bootstrap, "--topic", topic])
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--flink-rest",
+                "http://127.0.0.1:1",
+                "--pod-name",
+                "bench-pod",
+            ])
+            .env("TZ", "UTC")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches(" kB")
+        .parse::<f64>()?;
+    Ok(kb / 1024.0)
+}
+
+/// Lines appended at a fixed rate while the agent runs; latency = written (time in the line)
+/// to readable from Kafka. One line per record: a record is closed when the next one starts,
+/// so the gap between lines is part of what is measured, as it is for any multi-line shipper.
+fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log_dir = dir.path().join("log");
+    std::fs::create_dir(&log_dir)?;
+    let port = free_port()?;
+    let topic = "live";
+    let agent = spawn_agent(agent_bin, bootstrap, topic, &log_dir, port)?;
+    let path = log_dir.join("flink--taskmanager-0-live.log");
+    let total = rate * seconds as usize;
+    let writer = std::thread::spawn(move || -> Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path)?;
+        let per_tick = (rate / 100).max(1);
+        let start = Instant::now();
+        let mut n = 0usize;
+        let mut tick = 0u32;
+        while n < total {
+            let mut chunk = String::new();
+            for _ in 0..per_tick.min(total - n) {
+                chunk.push_str(&format!(
+                    "2026-11-22 00:00:00,000 INFO  org.apache.flink.runtime.taskmanager.Task{:>32} [] - live seq={n} t={}\n",
+                    "",
+                    unix_micros()
+                ));
+                n += 1;
+            }
+            f.write_all(chunk.as_bytes())?;
+            tick += 1;
+            let next = start + Duration::from_millis(10) * tick;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        Ok(())
+    });
+    let mut reader = flink_injector_tests::broker::TopicReader::new(bootstrap, topic)?;
+    let mut lat = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(seconds + 60);
+    while lat.len() < total && Instant::now() < deadline {
+        for p in reader.poll_for(Duration::from_millis(200)) {
+            let now = unix_micros();
+            let v: serde_json::Value = serde_json::from_slice(&p)?;
+            let t = v["message"]
+                .as_str()
+                .and_then(|m| m.rsplit_once(" t="))
+                .and_then(|(_, t)| t.parse::<u64>().ok())
+                .context("no t= in a live event")?;
+            lat.push(now.saturating_sub(t));
+        }
+    }
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    if lat.len() < total {
+        bail!("live: {} of {total} events arrived", lat.len());
+    }
+    let cpu = cpu_seconds(&agent.pid().to_string())?;
+    let peak = peak_rss_mib(agent.pid())?;
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    println!("| lines/s written | seconds | events | p50 ms | p99 ms | max ms | agent CPU % of a core | peak RSS MiB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {rate} | {seconds} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {peak:.1} |",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        cpu / seconds as f64 * 100.0
+    );
+    Ok(())
+}
+
+/// The sidecar with nothing to ship: CPU and RSS over `seconds`, then the same with /metrics
+/// scraped every 15 s (Flink unreachable here, so only the agent's own metrics and flink_up).
+fn run_idle(agent_bin: &str, bootstrap: &str, seconds: u64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log_dir = dir.path().join("log");
+    std::fs::create_dir(&log_dir)?;
+    let port = free_port()?;
+    let agent = spawn_agent(agent_bin, bootstrap, "idle", &log_dir, port)?;
+    let pid = agent.pid().to_string();
+    std::thread::sleep(Duration::from_secs(5));
+    println!("| phase | seconds | CPU % of a core | RSS MiB |");
+    println!("|---|---:|---:|---:|");
+    for (phase, scrape) in [
+        ("idle, no scrapes", false),
+        ("idle, /metrics every 15 s", true),
+    ] {
+        let c0 = cpu_seconds(&pid)?;
+        let t0 = Instant::now();
+        let mut next_scrape = Instant::now();
+        while t0.elapsed() < Duration::from_secs(seconds) {
+            if scrape && Instant::now() >= next_scrape {
+                http_get(port, "/metrics")?;
+                next_scrape += Duration::from_secs(15);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let cpu = cpu_seconds(&pid)? - c0;
+        println!(
+            "| {phase} | {seconds} | {:.2} | {:.1} |",
+            cpu / t0.elapsed().as_secs_f64() * 100.0,
+            rss_mib(agent.pid())?
+        );
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -314,5 +453,15 @@ fn main() -> Result<()> {
         "agent throughput / ceiling throughput per round: {}",
         ratio_text.join(", ")
     );
+    println!();
+    println!(
+        "Live: the same kind of lines appended at a fixed rate (written to readable from Kafka)"
+    );
+    println!();
+    run_live(&agent_bin, &bootstrap, 20_000, 10)?;
+    println!();
+    println!("Idle cost of the sidecar");
+    println!();
+    run_idle(&agent_bin, &bootstrap, 30)?;
     Ok(())
 }
