@@ -84,8 +84,15 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn new(bootstrap: &str, topic: &str) -> Result<Self> {
+        Self::with_fetch_wait(bootstrap, topic, 500)
+    }
+
+    /// A reader whose fetches return after at most `fetch_wait_ms` (librdkafka's default 500 ms
+    /// would dominate a latency measurement: tansu answers a fetch at its max wait).
+    pub fn with_fetch_wait(bootstrap: &str, topic: &str, fetch_wait_ms: u32) -> Result<Self> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
+            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
             .set("group.id", "flink-injector-tests")
             .set("enable.auto.commit", "false")
             // After a broker restart the topic is new and starts at offset 0 again.

@@ -287,7 +287,8 @@ fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Resu
         }
         Ok(())
     });
-    let mut reader = flink_injector_tests::broker::TopicReader::new(bootstrap, topic)?;
+    let mut reader =
+        flink_injector_tests::broker::TopicReader::with_fetch_wait(bootstrap, topic, 5)?;
     let mut lat = Vec::with_capacity(total);
     let deadline = Instant::now() + Duration::from_secs(seconds + 60);
     while lat.len() < total && Instant::now() < deadline {
