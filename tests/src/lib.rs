@@ -156,6 +156,33 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
 
 pub mod corpus;
 pub mod https;
+pub mod procfs;
+
+/// `flink-webhook certs` for the service `flink-webhook.flink-system` into `out` (`ca.crt`,
+/// `tls.crt`, `tls.key`), valid for `days` when given.
+pub fn issue_certs(bin: &Path, out: &Path, days: Option<u32>) -> Result<()> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "certs",
+        "--service",
+        "flink-webhook",
+        "--namespace",
+        "flink-system",
+    ])
+    .arg("--out-dir")
+    .arg(out)
+    .stdout(std::process::Stdio::null());
+    if let Some(d) = days {
+        cmd.args(["--days", &d.to_string()]);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("flink-webhook certs failed: {status}");
+    }
+    Ok(())
+}
 
 /// The admission fixtures recorded from a real kube-apiserver.
 pub fn fixture(rel: &str) -> Result<Vec<u8>> {

@@ -109,19 +109,7 @@ async fn webhook_serves_as_non_root_on_a_read_only_root() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let bin = workspace_bin("flink-webhook")?;
     let tls = dir.path().join("tls");
-    let status = Command::new(&bin)
-        .args([
-            "certs",
-            "--service",
-            "flink-webhook",
-            "--namespace",
-            "flink-system",
-        ])
-        .arg("--out-dir")
-        .arg(&tls)
-        .stdout(Stdio::null())
-        .status()?;
-    ensure!(status.success());
+    flink_injector_tests::issue_certs(&bin, &tls, None)?;
     std::fs::copy(
         workspace_root().join("examples/policy.yaml"),
         dir.path().join("policy.yaml"),

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use flink_injector_tests::https::{client_config, HttpsConn};
 use flink_injector_tests::{
@@ -26,24 +26,7 @@ struct Webhook {
 }
 
 fn issue_certs(out: &Path) -> Result<()> {
-    let status = Command::new(workspace_bin("flink-webhook")?)
-        .args([
-            "certs",
-            "--service",
-            "flink-webhook",
-            "--namespace",
-            "flink-system",
-            "--days",
-            "2",
-        ])
-        .arg("--out-dir")
-        .arg(out)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("flink-webhook certs failed: {status}");
-    }
-    Ok(())
+    flink_injector_tests::issue_certs(&workspace_bin("flink-webhook")?, out, Some(2))
 }
 
 /// Lays out a directory the way the kubelet mounts a Secret: files are symlinks through `..data`,

@@ -72,22 +72,7 @@ async fn main() -> Result<()> {
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
 
     let dir = tempfile::tempdir()?;
-    let status = Command::new(&bin)
-        .args([
-            "certs",
-            "--service",
-            "flink-webhook",
-            "--namespace",
-            "flink-system",
-        ])
-        .arg("--out-dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("certs failed");
-    }
+    flink_injector_tests::issue_certs(std::path::Path::new(&bin), dir.path(), None)?;
     let port = free_port()?;
     let metrics_port = free_port()?;
     let _server = ChildGuard::spawn(

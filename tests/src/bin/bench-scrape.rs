@@ -11,14 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use flink_injector_tests::agent::http_get;
 use flink_injector_tests::flink::LocalFlink;
+use flink_injector_tests::procfs::cpu_seconds;
 use flink_injector_tests::{free_port, wait_for, ChildGuard};
-
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(") ").context("stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Ok((f[11].parse::<f64>()? + f[12].parse::<f64>()?) / 100.0)
-}
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);

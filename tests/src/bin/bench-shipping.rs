@@ -17,6 +17,7 @@ use flink_agent::multiline::{Grouper, Line};
 use flink_agent::parse::{parse_cached, TsCache};
 use flink_injector_tests::agent::http_get;
 use flink_injector_tests::broker::Broker;
+use flink_injector_tests::procfs::{cpu_seconds, status_mib};
 use flink_injector_tests::{corpus, free_port, ChildGuard};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -32,26 +33,6 @@ impl ProducerContext for Counting {
             Err(_) => self.1.fetch_add(1, Ordering::Relaxed),
         };
     }
-}
-
-/// utime + stime of a process, in seconds (clock ticks of 1/100 s on Linux).
-fn cpu_seconds(pid: &str) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(") ").context("stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Ok((f[11].parse::<f64>()? + f[12].parse::<f64>()?) / 100.0)
-}
-
-fn peak_rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("VmHWM")?
-        .trim()
-        .trim_end_matches(" kB")
-        .parse::<f64>()?;
-    Ok(kb / 1024.0)
 }
 
 struct Run {
@@ -122,8 +103,8 @@ fn events_in_memory(text: &str) -> Result<Vec<Vec<u8>>> {
 fn run_ceiling(bootstrap: &str, topic: &str, events: &[Vec<u8>]) -> Result<Run> {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let pid = std::process::id().to_string();
-    let cpu0 = cpu_seconds(&pid)?;
+    let pid = std::process::id();
+    let cpu0 = cpu_seconds(pid)?;
     // From nothing, as the agent's clock starts before its process does.
     let t0 = Instant::now();
     let config = flink_agent::kafka::client_config(bootstrap, &Default::default());
@@ -146,7 +127,7 @@ fn run_ceiling(bootstrap: &str, topic: &str, events: &[Vec<u8>]) -> Result<Run> 
     }
     producer.flush(Duration::from_secs(300))?;
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(&pid)? - cpu0;
+    let cpu = cpu_seconds(pid)? - cpu0;
     if ok.load(Ordering::Relaxed) != events.len() as u64 {
         bail!(
             "ceiling: {} of {} delivered, {} failed",
@@ -176,7 +157,7 @@ fn run_agent(
     let port = free_port()?;
     let t0 = Instant::now();
     let agent = spawn_agent(agent_bin, bootstrap, topic, &log_dir, port)?;
-    let pid = agent.pid().to_string();
+    let pid = agent.pid();
     // Polled every 10 ms (wait_for's 100 ms would add up to 100 ms to a run of seconds).
     loop {
         if t0.elapsed() > Duration::from_secs(600) {
@@ -196,8 +177,8 @@ fn run_agent(
         std::thread::sleep(Duration::from_millis(10));
     }
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(&pid)?;
-    let rss = peak_rss_mib(agent.pid())?;
+    let cpu = cpu_seconds(pid)?;
+    let rss = status_mib(agent.pid(), "VmHWM")?;
     Ok(Run {
         secs,
         cpu,
@@ -237,18 +218,6 @@ fn unix_micros() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("VmRSS")?
-        .trim()
-        .trim_end_matches(" kB")
-        .parse::<f64>()?;
-    Ok(kb / 1024.0)
 }
 
 /// Lines appended at a fixed rate while the agent runs; latency = written (time in the line)
@@ -309,8 +278,8 @@ fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Resu
     if lat.len() < total {
         bail!("live: {} of {total} events arrived", lat.len());
     }
-    let cpu = cpu_seconds(&agent.pid().to_string())?;
-    let peak = peak_rss_mib(agent.pid())?;
+    let cpu = cpu_seconds(agent.pid())?;
+    let peak = status_mib(agent.pid(), "VmHWM")?;
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
     println!("| lines/s written | seconds | events | p50 ms | p99 ms | max ms | agent CPU % of a core | peak RSS MiB |");
@@ -334,7 +303,7 @@ fn run_idle(agent_bin: &str, bootstrap: &str, seconds: u64) -> Result<()> {
     std::fs::create_dir(&log_dir)?;
     let port = free_port()?;
     let agent = spawn_agent(agent_bin, bootstrap, "idle", &log_dir, port)?;
-    let pid = agent.pid().to_string();
+    let pid = agent.pid();
     std::thread::sleep(Duration::from_secs(5));
     println!("| phase | seconds | CPU % of a core | RSS MiB |");
     println!("|---|---:|---:|---:|");
@@ -342,7 +311,7 @@ fn run_idle(agent_bin: &str, bootstrap: &str, seconds: u64) -> Result<()> {
         ("idle, no scrapes", false),
         ("idle, /metrics every 15 s", true),
     ] {
-        let c0 = cpu_seconds(&pid)?;
+        let c0 = cpu_seconds(pid)?;
         let t0 = Instant::now();
         let mut next_scrape = Instant::now();
         while t0.elapsed() < Duration::from_secs(seconds) {
@@ -352,11 +321,11 @@ fn run_idle(agent_bin: &str, bootstrap: &str, seconds: u64) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let cpu = cpu_seconds(&pid)? - c0;
+        let cpu = cpu_seconds(pid)? - c0;
         println!(
             "| {phase} | {seconds} | {:.2} | {:.1} |",
             cpu / t0.elapsed().as_secs_f64() * 100.0,
-            rss_mib(agent.pid())?
+            status_mib(agent.pid(), "VmRSS")?
         );
     }
     Ok(())
