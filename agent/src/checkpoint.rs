@@ -267,6 +267,7 @@ pub fn save(path: &Path, state: &StateFile) -> Result<(), CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn commits_only_contiguous_acks_whatever_the_order() {
@@ -320,6 +321,63 @@ mod tests {
             assert_eq!(a.committed(), want);
         }
         assert_eq!(a.committed(), data.len() as u64);
+    }
+
+    /// Events of one file as (end offset) steps, and an acknowledgement order that may repeat
+    /// acks and interleave them with new registrations.
+    fn acks_scenario() -> impl Strategy<Value = (u64, Vec<u64>, Vec<usize>)> {
+        (0u64..1000, proptest::collection::vec(1u64..500, 1..60)).prop_flat_map(|(start, lens)| {
+            let n = lens.len();
+            // Every event acked once, some twice (at-least-once delivery reports), shuffled.
+            let order = (
+                Just((0..n).collect::<Vec<_>>()),
+                proptest::collection::vec(0..n, 0..10),
+            )
+                .prop_map(|(mut all, dup)| {
+                    all.extend(dup);
+                    all
+                })
+                .prop_shuffle();
+            (Just(start), Just(lens), order)
+        })
+    }
+
+    proptest! {
+        /// Whatever order Kafka acknowledges in, the committed offset is the end of the longest
+        /// acknowledged prefix of events: it never passes an unacknowledged event and never
+        /// moves back.
+        #[test]
+        fn committed_offset_never_passes_an_unacknowledged_event(
+            (start, lens, order) in acks_scenario(),
+            register_ahead in 1usize..8,
+        ) {
+            let mut ends = Vec::new();
+            let mut at = start;
+            for l in &lens {
+                at += l;
+                ends.push(at);
+            }
+            let mut a = Acks::new(start);
+            let mut seqs: Vec<u64> = Vec::new();
+            let mut acked = vec![false; ends.len()];
+            let mut last = start;
+            for &i in &order {
+                // The reader keeps registering while acks come back: register up to i (and a few
+                // more) before acknowledging i.
+                while seqs.len() <= (i + register_ahead).min(ends.len() - 1) {
+                    seqs.push(a.register(ends[seqs.len()]));
+                }
+                a.ack(seqs[i]);
+                acked[i] = true;
+                let prefix = acked.iter().take_while(|x| **x).count();
+                let want = if prefix == 0 { start } else { ends[prefix - 1] };
+                prop_assert_eq!(a.committed(), want);
+                prop_assert!(a.committed() >= last);
+                last = a.committed();
+                prop_assert_eq!(a.in_flight(), seqs.len() - prefix.min(seqs.len()));
+            }
+            prop_assert_eq!(a.committed(), *ends.last().unwrap_or(&start));
+        }
     }
 
     #[test]

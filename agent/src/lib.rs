@@ -1,6 +1,6 @@
 //! flink-agent: ships Flink's log files to Kafka with no loss, and serves metrics.
 //!
-//! Pure core (no I/O): [`multiline`], [`parse`], [`encode`], and the ordering part of
+//! Pure core (no I/O): [`lines`], [`multiline`], [`parse`], [`encode`], and the ordering part of
 //! [`checkpoint`]. I/O at the edges: [`tail`] (files), [`kafka`] (producer), [`http`]
 //! (listener), [`pipeline`] (wiring, backpressure, shutdown).
 
@@ -10,6 +10,7 @@ pub mod encode;
 pub mod flink_rest;
 pub mod http;
 pub mod kafka;
+pub mod lines;
 pub mod metrics;
 pub mod multiline;
 pub mod parse;

@@ -132,10 +132,14 @@ pub(crate) mod tests {
     use regex::Regex;
 
     pub(crate) fn cfg() -> MultilineConfig {
+        cfg_bounded(500, 512 * 1024)
+    }
+
+    pub(crate) fn cfg_bounded(max_lines: usize, max_bytes: usize) -> MultilineConfig {
         MultilineConfig {
             start: Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}").unwrap(),
-            max_lines: 500,
-            max_bytes: 512 * 1024,
+            max_lines,
+            max_bytes,
             flush_after: Duration::from_secs(1),
         }
     }

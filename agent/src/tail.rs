@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use crate::checkpoint::{Acks, Entry, Identity, Ledger, StreamId};
 use crate::config::Config;
+use crate::lines::LineSplitter;
 use crate::metrics::{FileLabel, Metrics};
 use crate::multiline::{GroupedEvent, Grouper, Line};
 
@@ -39,10 +40,8 @@ struct Tailed {
     file: File,
     /// Next byte to read.
     pos: u64,
-    /// Bytes read but not yet cut into lines; `buf[0]` is at offset `pos - buf.len()`.
-    buf: Vec<u8>,
-    /// The line being read was longer than the bound: its remaining pieces are forced events.
-    in_long_line: bool,
+    /// Cuts what is read into lines; holds the incomplete last line.
+    lines: LineSplitter,
     grouper: Grouper,
     /// Still reachable under an included name. When false, it is read to its end and released.
     reachable: bool,
@@ -384,8 +383,7 @@ impl Tailer {
                 path: path_s,
                 file,
                 pos,
-                buf: Vec::new(),
-                in_long_line: false,
+                lines: LineSplitter::new(self.cfg.max_line_bytes),
                 at_end: false,
                 grouper: Grouper::new(self.cfg.multiline.clone()),
                 reachable,
@@ -424,22 +422,24 @@ impl Tailer {
             return;
         };
         let now = Instant::now();
-        if !t.buf.is_empty() {
-            // The file will not grow any more: its last line has no newline, ship it as is.
-            let start = t.pos - t.buf.len() as u64;
-            let line = Line {
-                bytes: &t.buf,
-                start,
-                end: t.pos,
-                force_start: t.in_long_line,
-            };
-            if let Some(ev) = t.grouper.push(line, now) {
-                out.push(read_event(id, &t, ev));
+        let Tailed {
+            lines,
+            grouper,
+            identity,
+            path,
+            pos,
+            ..
+        } = &mut t;
+        let mut emit = |line: Line<'_>| {
+            if let Some(ev) = grouper.push(line, now) {
+                out.push(read_event(id, identity, path, ev));
             }
-            self.metrics.lines_read.inc();
-        }
-        if let Some(ev) = t.grouper.flush() {
-            out.push(read_event(id, &t, ev));
+        };
+        // The file will not grow any more: its last line has no newline, ship it as is.
+        let counts = lines.finish(*pos, &mut emit);
+        self.metrics.lines_read.inc_by(counts.lines);
+        if let Some(ev) = grouper.flush() {
+            out.push(read_event(id, identity, path, ev));
         }
         self.by_inode.remove(&(t.identity.dev, t.identity.ino));
         {
@@ -464,7 +464,6 @@ impl Tailer {
     /// A file at its end that lost its name is released.
     pub fn read(&mut self, id: StreamId, budget: usize, out: &mut Vec<ReadEvent>) -> usize {
         let now = Instant::now();
-        let max_line = self.cfg.max_line_bytes;
         let resumed = match self.files.get(&id) {
             Some(t) => t.at_end && t.reachable,
             None => return 0,
@@ -496,60 +495,23 @@ impl Tailer {
             }
             return 0;
         }
+        let offset = t.pos;
         t.pos += n as u64;
-        t.buf.extend_from_slice(&self.scratch[..n]);
         self.metrics.bytes_read.inc_by(n as u64);
-
-        let base = t.pos - t.buf.len() as u64;
-        let mut start = 0usize;
-        let mut lines = 0u64;
-        let mut splits = 0u64;
-        while let Some(i) = memchr::memchr(b'\n', &t.buf[start..]) {
-            let line_end = start + i;
-            cut_line(
-                t,
-                id,
-                base,
-                start,
-                line_end,
-                line_end + 1,
-                max_line,
-                now,
-                out,
-                &mut splits,
-            );
-            t.in_long_line = false;
-            lines += 1;
-            start = line_end + 1;
-        }
-        // No newline yet, but already over the bound: ship the pieces we have.
-        if t.buf.len() - start > max_line {
-            let buf = std::mem::take(&mut t.buf);
-            while buf.len() - start > max_line {
-                let cut = utf8_cut(&buf[start..], max_line);
-                if !t.in_long_line {
-                    splits += 1;
-                }
-                emit(
-                    t,
-                    id,
-                    Line {
-                        bytes: &buf[start..start + cut],
-                        start: base + start as u64,
-                        end: base + (start + cut) as u64,
-                        force_start: true,
-                    },
-                    now,
-                    out,
-                );
-                t.in_long_line = true;
-                start += cut;
+        let Tailed {
+            lines,
+            grouper,
+            identity,
+            path,
+            ..
+        } = t;
+        let counts = lines.push(&self.scratch[..n], offset, &mut |line| {
+            if let Some(ev) = grouper.push(line, now) {
+                out.push(read_event(id, identity, path, ev));
             }
-            t.buf = buf;
-        }
-        t.buf.drain(..start);
-        self.metrics.lines_read.inc_by(lines);
-        self.metrics.lines_split.inc_by(splits);
+        });
+        self.metrics.lines_read.inc_by(counts.lines);
+        self.metrics.lines_split.inc_by(counts.splits);
         n
     }
 
@@ -557,7 +519,7 @@ impl Tailer {
     pub fn flush_idle(&mut self, now: Instant, out: &mut Vec<ReadEvent>) {
         for (&id, t) in self.files.iter_mut() {
             if let Some(ev) = t.grouper.flush_idle(now) {
-                out.push(read_event(id, t, ev));
+                out.push(read_event(id, &t.identity, &t.path, ev));
             }
         }
     }
@@ -566,109 +528,29 @@ impl Tailer {
     pub fn flush_all(&mut self, out: &mut Vec<ReadEvent>) {
         for (&id, t) in self.files.iter_mut() {
             if let Some(ev) = t.grouper.flush() {
-                out.push(read_event(id, t, ev));
+                out.push(read_event(id, &t.identity, &t.path, ev));
             }
         }
     }
 }
 
-fn read_event(id: StreamId, t: &Tailed, event: GroupedEvent) -> ReadEvent {
+fn read_event(
+    id: StreamId,
+    identity: &Identity,
+    path: &Arc<str>,
+    event: GroupedEvent,
+) -> ReadEvent {
     ReadEvent {
         stream: id,
-        identity: t.identity,
-        path: t.path.clone(),
+        identity: *identity,
+        path: path.clone(),
         event,
     }
-}
-
-fn emit(t: &mut Tailed, id: StreamId, line: Line<'_>, now: Instant, out: &mut Vec<ReadEvent>) {
-    if let Some(ev) = t.grouper.push(line, now) {
-        out.push(read_event(id, t, ev));
-    }
-}
-
-/// Pushes one complete line (`buf[start..text_end]`, next line at `next`), split into pieces
-/// of at most `max` bytes when it is longer.
-#[allow(clippy::too_many_arguments)]
-fn cut_line(
-    t: &mut Tailed,
-    id: StreamId,
-    base: u64,
-    start: usize,
-    text_end: usize,
-    next: usize,
-    max: usize,
-    now: Instant,
-    out: &mut Vec<ReadEvent>,
-    splits: &mut u64,
-) {
-    // The buffer is moved out so pieces can borrow it while the grouper is borrowed mutably.
-    let buf = std::mem::take(&mut t.buf);
-    let mut s = start;
-    if text_end - s > max && !t.in_long_line {
-        *splits += 1;
-    }
-    let forced = t.in_long_line || text_end - s > max;
-    while text_end - s > max {
-        let cut = utf8_cut(&buf[s..text_end], max);
-        emit(
-            t,
-            id,
-            Line {
-                bytes: &buf[s..s + cut],
-                start: base + s as u64,
-                end: base + (s + cut) as u64,
-                force_start: true,
-            },
-            now,
-            out,
-        );
-        s += cut;
-    }
-    emit(
-        t,
-        id,
-        Line {
-            bytes: &buf[s..text_end],
-            start: base + s as u64,
-            end: base + next as u64,
-            force_start: forced,
-        },
-        now,
-        out,
-    );
-    t.buf = buf;
-}
-
-/// Where to cut `data` at most `max` bytes in, backing off to a UTF-8 character boundary so a
-/// character is not split between two events (unless the data is not UTF-8 at all).
-fn utf8_cut(data: &[u8], max: usize) -> usize {
-    let max = max.min(data.len());
-    for back in 0..4.min(max) {
-        let i = max - back;
-        if i < data.len() && (data[i] & 0xC0) != 0x80 {
-            return i;
-        }
-        if i == data.len() {
-            return i;
-        }
-    }
-    max
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf8_cut_backs_off_to_a_boundary() {
-        let s = "aé€".as_bytes(); // 1 + 2 + 3 bytes
-        assert_eq!(utf8_cut(s, 2), 1);
-        assert_eq!(utf8_cut(s, 3), 3);
-        assert_eq!(utf8_cut(s, 4), 3);
-        assert_eq!(utf8_cut(s, 10), 6);
-        assert_eq!(utf8_cut(&[0x80, 0x80, 0x80, 0x80, 0x80], 4), 4);
-    }
 
     #[test]
     fn fnv_is_stable() {
