@@ -251,12 +251,16 @@ pub fn save(path: &Path, state: &StateFile) -> Result<(), CheckpointError> {
         .unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&data).map_err(err)?;
-        f.sync_all().map_err(err)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(&data)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        // A partial temp file would hold space on a volume that is full (shared with Flink's
+        // logs by default); the old state file is intact.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
     }
-    std::fs::rename(&tmp, path).map_err(err)?;
     // The rename is durable only once the directory entry is.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

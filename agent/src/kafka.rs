@@ -125,7 +125,12 @@ impl<H: DeliveryHandler> ClientContext for AgentContext<H> {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error");
+        let kind = error_kind(&error);
+        tracing::warn!(target: "librdkafka", %error, kind, reason, "Kafka client error");
+        self.metrics
+            .kafka_client_errors
+            .get_or_create(&crate::metrics::KindLabel { kind })
+            .inc();
     }
 }
 

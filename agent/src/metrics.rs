@@ -21,6 +21,13 @@ pub struct SendErrorLabel {
     pub kind: String,
 }
 
+/// A client-level Kafka error (not tied to one message): `kind` is librdkafka's error code,
+/// e.g. `AllBrokersDown`, `Authentication`, `BrokerTransportFailure`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabel {
     pub version: &'static str,
@@ -47,6 +54,8 @@ pub struct Metrics {
     pub checkpoint_failures: Counter,
     pub producer_restarts: Counter,
     pub read_errors: Counter,
+    pub files_skipped: Counter,
+    pub kafka_client_errors: Family<KindLabel, Counter>,
     pub kafka_brokers_up: Gauge,
     pub kafka_brokers_known: Gauge,
 }
@@ -146,6 +155,16 @@ impl Metrics {
             "read_errors",
             "Errors reading or listing log files",
             m.read_errors.clone(),
+        );
+        r.register(
+            "files_skipped",
+            "Entries of the log dir with an included name that are not regular files (symlinks, directories, FIFOs): never read",
+            m.files_skipped.clone(),
+        );
+        r.register(
+            "kafka_client_errors",
+            "Kafka client errors not tied to one message (connection, authentication, all brokers down), by librdkafka error code",
+            m.kafka_client_errors.clone(),
         );
         r.register(
             "kafka_brokers_up",

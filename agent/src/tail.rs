@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -111,6 +111,8 @@ pub struct Tailer {
     files: HashMap<StreamId, Tailed>,
     by_inode: HashMap<(u64, u64), StreamId>,
     scratch: Vec<u8>,
+    /// Names skipped as not regular files at the last scan: each is reported once.
+    skipped: HashSet<String>,
 }
 
 impl Tailer {
@@ -122,6 +124,7 @@ impl Tailer {
             files: HashMap::new(),
             by_inode: HashMap::new(),
             scratch: vec![0; 64 * 1024],
+            skipped: HashSet::new(),
         }
     }
 
@@ -163,20 +166,30 @@ impl Tailer {
             }
         };
         let mut listing: Vec<(String, PathBuf, u64, u64, u64)> = Vec::new();
+        let mut skipped = HashSet::new();
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if self.is_own_file(&name) {
                 continue;
             }
             let path = entry.path();
-            // Follows symlinks: what is tailed is the file's content.
-            let Ok(md) = std::fs::metadata(&path) else {
+            // Symlinks are not followed: the log dir is writable by Flink's user code, and a
+            // link to the mounted Kafka credentials would ship them to the log topic.
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
             if md.is_file() {
                 listing.push((name, path, md.dev(), md.ino(), md.len()));
+            } else if self.cfg.included(&name) || self.is_archive_name(&name) {
+                if !self.skipped.contains(&name) {
+                    self.metrics.files_skipped.inc();
+                    tracing::warn!(path = %path.display(), kind = file_kind(&md.file_type()), "not a regular file; not reading it");
+                }
+                skipped.insert(name);
             }
         }
+        // A name skipped before and regular now (or gone) is reported again if it turns odd.
+        self.skipped = skipped;
         listing.sort();
         let present: HashSet<(u64, u64)> = listing.iter().map(|l| (l.2, l.3)).collect();
 
@@ -284,7 +297,13 @@ impl Tailer {
 
     /// Opens a newly seen file, resuming from the ledger when it knows the file.
     fn open(&mut self, path: &Path, dev: u64, ino: u64, reachable: bool) -> Option<StreamId> {
-        let file = match File::open(path) {
+        // O_NONBLOCK: a FIFO swapped in after the listing must not block the reader until a
+        // writer comes (it makes no difference to regular files). O_NOFOLLOW: see rescan.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) => {
                 self.metrics.read_errors.inc();
@@ -293,7 +312,7 @@ impl Tailer {
             }
         };
         let md = file.metadata().ok()?;
-        if md.dev() != dev || md.ino() != ino {
+        if md.dev() != dev || md.ino() != ino || !md.is_file() {
             // Replaced between listing and opening: the next scan sees the new one.
             return None;
         }
@@ -531,6 +550,20 @@ impl Tailer {
                 out.push(read_event(id, &t.identity, &t.path, ev));
             }
         }
+    }
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_symlink() {
+        "symlink"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "device"
     }
 }
 

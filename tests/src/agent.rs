@@ -25,10 +25,31 @@ pub fn start_agent(
     topic: &str,
     extra: &[&str],
 ) -> Result<AgentProc> {
+    start_agent_under(&[], log_dir, work_dir, bootstrap, topic, extra)
+}
+
+/// [`start_agent`] with the agent run by `wrapper` (e.g. `unshare ... sh -c '...; exec "$@"'`),
+/// which must `exec` the agent so signals reach it.
+pub fn start_agent_under(
+    wrapper: &[&str],
+    log_dir: &Path,
+    work_dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+) -> Result<AgentProc> {
     let metrics_port = free_port()?;
     let stderr = work_dir.join(format!("agent-{metrics_port}.log"));
     let err = std::fs::File::create(&stderr)?;
-    let mut cmd = Command::new(workspace_bin("flink-agent")?);
+    let bin = workspace_bin("flink-agent")?;
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
     cmd.arg("--log-dir")
         .arg(log_dir)
         .arg("--brokers")
@@ -94,6 +115,25 @@ impl AgentProc {
             }
         }
         Ok(sum)
+    }
+
+    /// Waits until the sum of a metric's samples satisfies `ok`; returns that sum.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> Result<f64> {
+        wait_for(&format!("{name} to change"), timeout, || {
+            let v = self.metric_sum(name)?;
+            Ok(ok(v).then_some(v))
+        })
+        .with_context(|| self.log_tail())
+    }
+
+    /// Whether the agent's log has a line containing `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.stderr).is_ok_and(|s| s.contains(needle))
     }
 
     /// The value of an unlabelled metric on /metrics.
@@ -231,4 +271,48 @@ pub fn check_records(events: &[serde_json::Value], tag: &str, n: usize) -> Resul
     }
     out.missing = (0..n).filter(|&i| seen[i] == 0).collect();
     Ok(out)
+}
+
+/// Reads `topic` until records `0..n` of `tag` all arrived (or nothing new came for 40 s) and
+/// checks them: none missing, each grouped whole, in file order. Duplicates are the caller's
+/// to judge (at-least-once allows them after a crash): they are in the returned check.
+pub fn read_records(
+    bootstrap: &str,
+    topic: &str,
+    tag: &str,
+    n: usize,
+    agent: &AgentProc,
+) -> Result<(Vec<serde_json::Value>, RecordCheck)> {
+    let mut reader = crate::broker::TopicReader::new(bootstrap, topic)?;
+    let mut events = Vec::new();
+    let done =
+        |evs: &[serde_json::Value]| check_records(evs, tag, n).is_ok_and(|c| c.missing.is_empty());
+    reader.read_until(
+        &mut events,
+        Duration::from_secs(40),
+        Duration::from_secs(300),
+        done,
+    )?;
+    // A duplicate would arrive right behind: give it a moment.
+    reader.read_until(
+        &mut events,
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+        |_| false,
+    )?;
+    let check = check_records(&events, tag, n).with_context(|| agent.log_tail())?;
+    anyhow::ensure!(
+        check.missing.is_empty(),
+        "{} of {n} records of {tag} missing, first {:?}\n{}",
+        check.missing.len(),
+        &check.missing[..check.missing.len().min(10)],
+        agent.log_tail()
+    );
+    anyhow::ensure!(
+        check.out_of_order == 0,
+        "{} records of {tag} out of order\n{}",
+        check.out_of_order,
+        agent.log_tail()
+    );
+    Ok((events, check))
 }

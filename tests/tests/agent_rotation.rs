@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use flink_injector_tests::agent::{check_records, flink_record, start_agent, AgentProc};
-use flink_injector_tests::broker::{Broker, TopicReader};
+use anyhow::Result;
+use flink_injector_tests::agent::{flink_record, read_records, start_agent, AgentProc};
+use flink_injector_tests::broker::Broker;
 
 fn read_all(
     broker: &Broker,
@@ -16,37 +16,8 @@ fn read_all(
     n: usize,
     agent: &AgentProc,
 ) -> Result<Vec<serde_json::Value>> {
-    let mut reader = TopicReader::new(&broker.bootstrap(), topic)?;
-    let mut events = Vec::new();
-    let prefix = format!("rec {tag}:");
-    let count = |evs: &[serde_json::Value]| {
-        evs.iter()
-            .filter(|e| e["message"].as_str().unwrap_or("").starts_with(&prefix))
-            .count()
-    };
-    reader.read_until(
-        &mut events,
-        Duration::from_secs(40),
-        Duration::from_secs(300),
-        |evs| count(evs) >= n,
-    )?;
-    // A duplicate would arrive right behind: give it a moment.
-    reader.read_until(
-        &mut events,
-        Duration::from_secs(2),
-        Duration::from_secs(4),
-        |_| false,
-    )?;
-    let check = check_records(&events, tag, n).with_context(|| agent.log_tail())?;
-    assert!(
-        check.missing.is_empty(),
-        "{} of {n} records missing, first {:?}\n{}",
-        check.missing.len(),
-        &check.missing[..check.missing.len().min(10)],
-        agent.log_tail()
-    );
+    let (events, check) = read_records(&broker.bootstrap(), topic, tag, n, agent)?;
     assert_eq!(check.duplicates, 0, "{}", agent.log_tail());
-    assert_eq!(check.out_of_order, 0, "{}", agent.log_tail());
     Ok(events)
 }
 
