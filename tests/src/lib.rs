@@ -157,6 +157,7 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
 pub mod corpus;
 pub mod https;
 pub mod procfs;
+pub mod webhook;
 
 /// `flink-webhook certs` for the service `flink-webhook.flink-system` into `out` (`ca.crt`,
 /// `tls.crt`, `tls.key`), valid for `days` when given.

@@ -1,134 +1,15 @@
 //! flink-webhook end to end: the real binary, certificates from `flink-webhook certs`, a real
 //! rustls client that trusts only that CA, and the AdmissionReviews a real kube-apiserver sent.
 
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
-use flink_injector_tests::https::{client_config, HttpsConn};
-use flink_injector_tests::{
-    fixture, free_port, wait_for_port, workspace_bin, workspace_root, ChildGuard,
-};
+use flink_injector_tests::https::HttpsConn;
+use flink_injector_tests::webhook::{example_policy, kubelet_style_secret, raw_exchange, start};
+use flink_injector_tests::{fixture, workspace_bin, workspace_root};
 use serde_json::Value;
-
-const SERVER_NAME: &str = "flink-webhook.flink-system.svc";
-
-struct Webhook {
-    child: ChildGuard,
-    port: u16,
-    metrics_port: u16,
-    dir: tempfile::TempDir,
-    ca: PathBuf,
-}
-
-fn issue_certs(out: &Path) -> Result<()> {
-    flink_injector_tests::issue_certs(&workspace_bin("flink-webhook")?, out, Some(2))
-}
-
-/// Lays out a directory the way the kubelet mounts a Secret: files are symlinks through `..data`,
-/// which is itself a symlink swapped atomically on update.
-fn kubelet_style_secret(dir: &Path, version: &str) -> Result<()> {
-    let versioned = dir.join(format!("..{version}"));
-    issue_certs(&versioned)?;
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    symlink(format!("..{version}"), &tmp)?;
-    std::fs::rename(&tmp, dir.join("..data"))?;
-    for f in ["tls.crt", "tls.key", "ca.crt"] {
-        let link = dir.join(f);
-        if std::fs::symlink_metadata(&link).is_err() {
-            symlink(format!("..data/{f}"), &link)?;
-        }
-    }
-    Ok(())
-}
-
-fn start(policy: &str) -> Result<Webhook> {
-    let dir = tempfile::tempdir()?;
-    let tls = dir.path().join("tls");
-    std::fs::create_dir_all(&tls)?;
-    kubelet_style_secret(&tls, "v1")?;
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::write(&policy_path, policy)?;
-    let port = free_port()?;
-    let metrics_port = free_port()?;
-    let child = ChildGuard::spawn(
-        "flink-webhook",
-        Command::new(workspace_bin("flink-webhook")?)
-            .arg("serve")
-            .arg("--config")
-            .arg(&policy_path)
-            .arg("--tls-cert")
-            .arg(tls.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(tls.join("tls.key"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .args(["--kubernetes-version", "1.30"]),
-    )?;
-    wait_for_port(port, Duration::from_secs(20))?;
-    wait_for_port(metrics_port, Duration::from_secs(20))?;
-    Ok(Webhook {
-        child,
-        port,
-        metrics_port,
-        ca: tls.join("ca.crt"),
-        dir,
-    })
-}
-
-fn example_policy() -> Result<String> {
-    Ok(std::fs::read_to_string(
-        workspace_root().join("examples/policy.yaml"),
-    )?)
-}
-
-impl Webhook {
-    fn client(&self) -> Result<Arc<rustls::ClientConfig>> {
-        // The CA file is read through the symlinks, so after a rotation this is the new CA.
-        client_config(&self.ca)
-    }
-
-    async fn conn(&self) -> Result<HttpsConn> {
-        HttpsConn::connect(self.port, self.client()?, SERVER_NAME).await
-    }
-
-    async fn metrics(&self) -> Result<String> {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await?;
-        let mut out = String::new();
-        stream.read_to_string(&mut out).await?;
-        Ok(out)
-    }
-}
-
-/// Writes `head` then `body` on a fresh TLS connection (ignoring write errors: the server may
-/// answer and close early, which is the point) and returns what the server answered.
-async fn raw_exchange(hook: &Webhook, head: Vec<u8>, body: Vec<u8>) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let stream =
-        flink_injector_tests::https::tls_connect(hook.port, hook.client()?, SERVER_NAME).await?;
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let writer = tokio::spawn(async move {
-        let _ = wr.write_all(&head).await;
-        let _ = wr.write_all(&body).await;
-        let _ = wr.flush().await;
-        wr
-    });
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut buf)).await??;
-    writer.abort();
-    Ok(String::from_utf8_lossy(&buf[..n]).to_string())
-}
 
 fn decode_patch(response: &Value) -> Result<Option<json_patch::Patch>> {
     let Some(b64) = response.pointer("/response/patch").and_then(Value::as_str) else {

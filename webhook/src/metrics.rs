@@ -59,6 +59,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Why a request got no AdmissionReview answer: `body_too_large`, `body_timeout`,
+/// `body_error` or `overloaded`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -74,6 +81,7 @@ pub struct Metrics {
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub native_sidecar: Gauge,
     pub in_flight: Gauge,
+    pub rejected: Family<RejectLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +144,12 @@ impl Metrics {
             "Admission requests being handled",
             in_flight.clone(),
         );
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "requests_rejected",
+            "Admission requests answered with an HTTP error instead of a review (body too large, too slow, unreadable; webhook overloaded)",
+            rejected.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -153,7 +167,12 @@ impl Metrics {
             tls_reloads,
             native_sidecar,
             in_flight,
+            rejected,
         }
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
     pub fn encode(&self) -> String {

@@ -26,11 +26,18 @@ use crate::state::AppState;
 
 /// The API server sends at most ~1.5 MiB objects (etcd's limit); 3 MiB leaves room for the review.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-/// Well under the API server's `timeoutSeconds` (we ship 5 s), so a slow client is cut before the
-/// API server gives up on us.
-pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(4);
+/// Everything a request may take, from its first header byte to the answer: well under the
+/// API server's `timeoutSeconds` (we ship 5 s), so a slow or stuck client is cut, and the
+/// request answered, before the API server gives up on us.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Bodies being received or reviewed at once may hold at most this much memory (the pod's
+/// limit is 128 MiB). A request reserves its declared length (the API server always declares
+/// it; a chunked body reserves the maximum) before reading, and waits for room until its
+/// deadline; a real review is 5-50 KiB, so only a flood of large or slow bodies ever waits.
+pub const BODY_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+const BUDGET_UNIT: usize = 1024;
 /// How long SIGTERM waits for in-flight requests before closing connections.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,6 +62,15 @@ fn json_error(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Memory held by request bodies, in [`BUDGET_UNIT`]s.
+pub struct BodyBudget(Semaphore);
+
+impl Default for BodyBudget {
+    fn default() -> Self {
+        Self(Semaphore::new(BODY_BUDGET_BYTES / BUDGET_UNIT))
+    }
+}
+
 async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     state.metrics.in_flight.inc();
@@ -74,40 +90,60 @@ async fn mutate_inner(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        state.metrics.reject("body_too_large");
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body over {MAX_BODY_BYTES} bytes"),
         );
     }
-    let bytes = match tokio::time::timeout(
-        REQUEST_READ_TIMEOUT,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
+    let deadline = tokio::time::Instant::from_std(started + REQUEST_TIMEOUT);
+    let reserve = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
+    let units = reserve.div_ceil(BUDGET_UNIT).max(1) as u32;
+    let _room = match tokio::time::timeout_at(deadline, state.body_budget.0.acquire_many(units))
+        .await
     {
-        Err(_) => {
+        Ok(Ok(permit)) => permit,
+        // Closed never happens (the semaphore is never closed); treat it like no room.
+        Ok(Err(_)) | Err(_) => {
+            state.metrics.reject("overloaded");
+            tracing::warn!(
+                bytes = reserve,
+                "no room for the request body within the request timeout"
+            );
             return json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("request body not received within {REQUEST_READ_TIMEOUT:?}"),
-            )
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("webhook overloaded: no room for a {reserve}-byte body within {REQUEST_TIMEOUT:?}"),
+            );
         }
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body over {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                json_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading request body: {e}"),
-                )
-            };
-        }
-        Ok(Ok(b)) => b,
     };
+    let bytes =
+        match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+            Err(_) => {
+                state.metrics.reject("body_timeout");
+                return json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request not received within {REQUEST_TIMEOUT:?}"),
+                );
+            }
+            Ok(Err(e)) => {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return if too_large {
+                    state.metrics.reject("body_too_large");
+                    json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body over {MAX_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    state.metrics.reject("body_error");
+                    json_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("reading request body: {e}"),
+                    )
+                };
+            }
+            Ok(Ok(b)) => b,
+        };
     let policy = state.policy();
     let ctx = state.context();
     let (reply, component) = admission::review(&bytes, &policy, &ctx, &state.metrics);
@@ -200,7 +236,7 @@ pub async fn serve_tls(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(REQUEST_READ_TIMEOUT)
+                .header_read_timeout(REQUEST_TIMEOUT)
                 .keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn).await {

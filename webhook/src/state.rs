@@ -19,6 +19,8 @@ pub struct AppState {
     /// The API server's answer for `nativeSidecar: auto`, read once at start-up.
     cluster_native_sidecars: bool,
     pub metrics: Metrics,
+    /// Memory that request bodies may hold (see `server::BODY_BUDGET_BYTES`).
+    pub body_budget: crate::server::BodyBudget,
     ready: AtomicBool,
 }
 
@@ -55,6 +57,7 @@ impl AppState {
             policy_text: Mutex::new(text),
             cluster_native_sidecars,
             metrics: Metrics::new(),
+            body_budget: Default::default(),
             ready: AtomicBool::new(false),
         };
         state.publish_native_sidecar();
