@@ -220,6 +220,24 @@ pub struct Config {
     pub stall_timeout: Duration,
 }
 
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Room for what librdkafka counts besides the value: key (a pod name, at most 253 bytes),
+/// record and batch framing.
+const MESSAGE_OVERHEAD: usize = 1024;
+
+impl Config {
+    /// The largest event payload librdkafka accepts with these properties.
+    pub fn max_payload_bytes(&self) -> usize {
+        let max = self
+            .kafka_properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+        max.saturating_sub(MESSAGE_OVERHEAD).max(MESSAGE_OVERHEAD)
+    }
+}
+
 /// Parses `20s`, `1500ms`, `2m` or a bare number of seconds.
 pub fn parse_duration(flag: &'static str, s: &str) -> Result<Duration, ConfigError> {
     let t = s.trim();

@@ -67,6 +67,10 @@ struct Log<'a> {
     logger: Option<&'a str>,
     file: File<'a>,
     offset: u64,
+    /// `["truncated"]` when the message was cut to fit Kafka's message size, as Filebeat
+    /// marks its truncated lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<&'static [&'static str]>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +161,53 @@ impl Encoder {
     /// Encodes an event; `read_time` (RFC 3339) stands in for `@timestamp` when the event has
     /// none.
     pub fn encode(&self, p: &Parsed<'_>, origin: &Origin<'_>, read_time: &str) -> Vec<u8> {
+        self.encode_flagged(p, origin, read_time, None)
+    }
+
+    /// Encodes an event into at most `max` bytes: a bigger one (JSON escaping can make the
+    /// text up to six times longer) gets its message cut, at a character boundary, and
+    /// `log.flags: ["truncated"]`. librdkafka refuses a message over `message.max.bytes`
+    /// for good, so without this one event would stop its file. Returns whether it cut.
+    pub fn encode_within(
+        &self,
+        p: &Parsed<'_>,
+        origin: &Origin<'_>,
+        read_time: &str,
+        max: usize,
+    ) -> (Vec<u8>, bool) {
+        let out = self.encode(p, origin, read_time);
+        if out.len() <= max {
+            return (out, false);
+        }
+        let mut size = out.len();
+        let mut keep = p.message.len();
+        loop {
+            // Shrink in proportion to the overshoot, with a margin so it ends in a step or two.
+            let target = (keep as u128 * max as u128 / size as u128) as usize;
+            keep = floor_char_boundary(p.message, target.saturating_sub(target / 16 + 64));
+            let cut = Parsed {
+                message: &p.message[..keep],
+                // Part of the first line, which is bounded, but it can be escaped big too.
+                error_message: p
+                    .error_message
+                    .map(|m| &m[..floor_char_boundary(m, keep.min(MAX_CUT_ERROR_MESSAGE))]),
+                ..p.clone()
+            };
+            let out = self.encode_flagged(&cut, origin, read_time, Some(&["truncated"]));
+            if out.len() <= max || keep == 0 {
+                return (out, true);
+            }
+            size = out.len();
+        }
+    }
+
+    fn encode_flagged(
+        &self,
+        p: &Parsed<'_>,
+        origin: &Origin<'_>,
+        read_time: &str,
+        flags: Option<&'static [&'static str]>,
+    ) -> Vec<u8> {
         let head = Head {
             timestamp: p.timestamp.as_deref().unwrap_or(read_time),
             message: p.message,
@@ -165,6 +216,7 @@ impl Encoder {
                 logger: p.logger,
                 file: File { path: origin.path },
                 offset: origin.offset,
+                flags,
             },
             event: Event {
                 id: EventId(origin),
@@ -190,6 +242,17 @@ impl Encoder {
         out.extend_from_slice(&self.tail);
         out
     }
+}
+
+/// What is kept of `error.message` in a truncated event.
+const MAX_CUT_ERROR_MESSAGE: usize = 1024;
+
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// Encodes one event (tests and tools; the agent keeps an [`Encoder`]).
@@ -228,6 +291,40 @@ mod tests {
         let got = String::from_utf8(encode(&p, &o, &pod(), "unused")).unwrap();
         let want = r#"{"@timestamp":"2026-11-22T19:03:04.123+08:00","message":"failed\njava.lang.IllegalStateException: boom\n\tat x.Y.z(Y.java:1)","log":{"level":"ERROR","logger":"org.apache.flink.Foo","file":{"path":"/opt/flink/log/x.log"},"offset":1234},"event":{"id":"801-2a-0000000000000007-1234"},"error":{"type":"java.lang.IllegalStateException","message":"boom"},"kubernetes":{"namespace":"ns","pod":{"name":"p","ip":"10.1.2.3"},"node":{"name":"n"},"container":{"name":"flink-main-container"}},"flink":{"cluster_id":"my-job","component":"jobmanager"}}"#;
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn oversized_event_is_cut_to_fit_and_flagged() {
+        // Control characters escape to six bytes each: 200 KB of text becomes over 1 MB.
+        let body: String = std::iter::repeat_n("\u{1}é", 100_000).collect();
+        let text = format!(
+            "2026-11-22 19:03:04,123 ERROR a.B [] - x\njava.lang.IllegalStateException: {body}\n\tat x.Y.z(Y.java:1)"
+        );
+        let p = parse(&text, &chrono_tz::UTC);
+        let o = Origin {
+            path: "/l/a.log",
+            offset: 7,
+            dev: 1,
+            ino: 2,
+            fingerprint: 3,
+        };
+        let enc = Encoder::new(&pod());
+        let whole = enc.encode(&p, &o, "unused");
+        assert!(whole.len() > 1_000_000);
+        for max in [999_000, 100_000, 5_000, 1_500] {
+            let (out, cut) = enc.encode_within(&p, &o, "unused", max);
+            assert!(cut);
+            assert!(out.len() <= max, "{} > {max}", out.len());
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["log"]["flags"], serde_json::json!(["truncated"]));
+            let m = v["message"].as_str().unwrap();
+            assert!(p.message.starts_with(m));
+            assert_eq!(v["event"]["id"], "1-2-0000000000000003-7");
+            assert_eq!(v["error"]["type"], "java.lang.IllegalStateException");
+        }
+        let (out, cut) = enc.encode_within(&p, &o, "unused", whole.len());
+        assert!(!cut);
+        assert_eq!(out, whole);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub producer_restarts: Counter,
     pub read_errors: Counter,
     pub files_skipped: Counter,
+    pub events_truncated: Counter,
     pub kafka_client_errors: Family<KindLabel, Counter>,
     pub kafka_brokers_up: Gauge,
     pub kafka_brokers_known: Gauge,
@@ -155,6 +156,11 @@ impl Metrics {
             "read_errors",
             "Errors reading or listing log files",
             m.read_errors.clone(),
+        );
+        r.register(
+            "events_truncated",
+            "Events whose message was cut to fit Kafka's message.max.bytes (flagged log.flags: truncated)",
+            m.events_truncated.clone(),
         );
         r.register(
             "files_skipped",

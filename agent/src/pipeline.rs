@@ -109,6 +109,8 @@ struct Shipper {
     /// it re-queues, so new events do not overtake the ones being re-sent.
     gate: RwLock<()>,
     encoder: encode::Encoder,
+    /// `Config::max_payload_bytes`, computed once.
+    max_payload: usize,
     /// Only the read loop parses; the lock is never contended.
     ts_cache: Mutex<parse::TsCache>,
 }
@@ -132,7 +134,14 @@ impl Shipper {
                 &self.cfg.tz,
             ),
         };
-        self.encoder.encode(&parsed, &origin, &read_time)
+        let (payload, cut) =
+            self.encoder
+                .encode_within(&parsed, &origin, &read_time, self.max_payload);
+        if cut {
+            self.acks.metrics.events_truncated.inc();
+            tracing::warn!(path = %re.path, offset = re.event.start, bytes = re.event.text.len(), "event too big for a Kafka message; its message was cut (log.flags: truncated)");
+        }
+        payload
     }
 
     /// Encodes and queues one event; returns once it is handed to librdkafka (in file order).
@@ -420,6 +429,7 @@ impl Agent {
             next_send: AtomicU64::new(0),
             gate: RwLock::new(()),
             encoder: encode::Encoder::new(&cfg.pod),
+            max_payload: cfg.max_payload_bytes(),
             ts_cache: Mutex::new(parse::TsCache::default()),
         });
         let retrier = tokio::spawn(shipper.clone().retry_loop());

@@ -389,3 +389,52 @@ fn log_file_replaced_by_a_directory_and_a_fifo() -> Result<()> {
     ensure!(agent.metric_sum("flink_agent_files_skipped_total")? == 3.0);
     stop(&mut agent)
 }
+
+/// An event that JSON escaping makes bigger than Kafka's message size (control characters
+/// become six bytes each): librdkafka would refuse it for good and stop its file. It ships
+/// cut to fit, flagged `log.flags: ["truncated"]`, and the records after it follow.
+#[test]
+fn an_event_too_big_for_kafka_is_cut_and_the_file_goes_on() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let log_dir = work.path().join("log");
+    std::fs::create_dir(&log_dir)?;
+    let broker = Broker::start(work.path())?;
+    let topic = "agent-fault-big-event";
+    let log = log_dir.join("tm.log");
+    append_records(&log, "big", 0..100)?;
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
+        let body = "\u{1}".repeat(100_000);
+        writeln!(f, "2026-11-22 10:00:00,000 WARN  x.Y [] - huge {body}")?;
+    }
+    append_records(&log, "big2", 0..100)?;
+    let mut agent = start_agent(
+        &log_dir,
+        work.path(),
+        &broker.bootstrap(),
+        topic,
+        &["--kafka-property", "message.max.bytes=200000"],
+    )?;
+    let (events, check) = read_records(&broker.bootstrap(), topic, "big2", 100, &agent)?;
+    ensure!(check.duplicates == 0, "{check:?}");
+    let huge: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("huge "))
+        })
+        .collect();
+    ensure!(huge.len() == 1, "{} huge events", huge.len());
+    ensure!(
+        huge[0]["log"]["flags"] == serde_json::json!(["truncated"]),
+        "{}",
+        huge[0]["log"]
+    );
+    ensure!(huge[0].to_string().len() <= 200_000);
+    ensure!(agent.metric_sum("flink_agent_events_truncated_total")? == 1.0);
+    let (_, check) = read_records(&broker.bootstrap(), topic, "big", 100, &agent)?;
+    ensure!(check.duplicates == 0, "{check:?}");
+    healthy(&mut agent)?;
+    stop(&mut agent)
+}
