@@ -93,6 +93,11 @@ pub struct Entry {
     pub done_reading: bool,
     /// Replaced by a newer generation of the same inode (truncation): never persisted.
     pub retired: bool,
+    /// Consecutive scans of the log dir that did not list its inode. A listing taken while
+    /// log4j renames archives one index down can miss a file that still exists, so an entry
+    /// is forgotten only after several misses: forgetting it at once would ship the archive
+    /// again from 0 when it reappears.
+    pub missed_scans: u8,
 }
 
 pub type StreamId = u64;
@@ -120,6 +125,7 @@ impl Ledger {
                 live: false,
                 done_reading: false,
                 retired: false,
+                missed_scans: 0,
             });
         }
         l
@@ -403,6 +409,7 @@ mod tests {
             live: true,
             done_reading: false,
             retired: false,
+            missed_scans: 0,
         });
         let s = l.register(id, 10).unwrap();
         l.ack(id, s);

@@ -22,6 +22,9 @@ use crate::lines::LineSplitter;
 use crate::metrics::{FileLabel, Metrics};
 use crate::multiline::{GroupedEvent, Grouper, Line};
 
+/// Scans in a row that must miss a released file before its entry is forgotten.
+const FORGET_AFTER_MISSED_SCANS: u8 = 3;
+
 /// Bytes of the first line the fingerprint covers at most.
 const FINGERPRINT_MAX: usize = 256;
 
@@ -254,9 +257,14 @@ impl Tailer {
         {
             let mut l = self.ledger();
             l.entries.retain(|_, e| {
+                if present.contains(&(e.identity.dev, e.identity.ino)) {
+                    e.missed_scans = 0;
+                    return true;
+                }
+                e.missed_scans = e.missed_scans.saturating_add(1);
                 let gone = !e.live
                     && !e.retired
-                    && !present.contains(&(e.identity.dev, e.identity.ino))
+                    && e.missed_scans >= FORGET_AFTER_MISSED_SCANS
                     && e.acks.in_flight() == 0;
                 if gone && e.acks.committed() < e.size {
                     lost.push((e.path.clone(), e.size - e.acks.committed()));
@@ -387,6 +395,7 @@ impl Tailer {
                     live: true,
                     done_reading: false,
                     retired: false,
+                    missed_scans: 0,
                 });
                 (id, identity, 0)
             }
