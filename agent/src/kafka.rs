@@ -1,4 +1,4 @@
-//! The Kafka sink: a ThreadedProducer whose delivery reports drive the checkpoint.
+//! The Kafka sink: a producer whose delivery reports drive the checkpoint.
 //!
 //! Each message carries a token of the caller's; librdkafka's delivery report hands it back to
 //! a [`DeliveryHandler`] on the producer's polling thread. No task or channel per message:
@@ -11,14 +11,16 @@
 //! the producer is then recreated.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 
 use crate::metrics::Metrics;
@@ -134,7 +136,65 @@ impl<H: DeliveryHandler> ClientContext for AgentContext<H> {
     }
 }
 
-type Producer_<H> = ThreadedProducer<AgentContext<H>>;
+/// How long one poll of the delivery-report queue waits. A report wakes the poll at once, so
+/// this bounds only how fast a dropped producer's thread notices it should stop.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A producer with its own thread serving delivery reports. rdkafka's ThreadedProducer does
+/// the same with a 100 ms poll that spins through the last sub-millisecond of every poll
+/// (its deadline rounds down to a 0 ms wait): 0.7% of a core while the agent is idle, more
+/// than everything else together (perf, see BENCHMARKS.md).
+pub struct PolledProducer<H: DeliveryHandler> {
+    producer: Arc<BaseProducer<AgentContext<H>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<H: DeliveryHandler> PolledProducer<H> {
+    fn new(producer: BaseProducer<AgentContext<H>>) -> std::io::Result<Self> {
+        let producer = Arc::new(producer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let producer = producer.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("kafka-delivery".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        producer.poll(POLL_INTERVAL);
+                    }
+                })?
+        };
+        Ok(Self {
+            producer,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn send<'a>(&self, record: Record<'a, H>) -> Result<(), (KafkaError, Record<'a, H>)> {
+        self.producer.send(record)
+    }
+
+    fn client(&self) -> &rdkafka::client::Client<AgentContext<H>> {
+        self.producer.client()
+    }
+}
+
+impl<H: DeliveryHandler> Drop for PolledProducer<H> {
+    /// Stops the poll thread; then the BaseProducer's own drop purges its queue and serves the
+    /// failed reports of what it held (so they are re-sent through the next producer).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Producer_<H> = PolledProducer<H>;
+type Record<'a, H> = BaseRecord<'a, str, [u8], Box<<H as DeliveryHandler>::Token>>;
 
 /// A producer that can be replaced after a fatal error.
 pub struct Sink<H: DeliveryHandler> {
@@ -170,9 +230,12 @@ impl<H: DeliveryHandler> Sink<H> {
         metrics: &Metrics,
         handler: &Arc<H>,
     ) -> Result<Producer_<H>, KafkaError> {
-        config.create_with_context(AgentContext {
+        let producer = config.create_with_context(AgentContext {
             metrics: metrics.clone(),
             handler: handler.clone(),
+        })?;
+        PolledProducer::new(producer).map_err(|e| {
+            KafkaError::ClientCreation(format!("starting the delivery-report thread: {e}"))
         })
     }
 
