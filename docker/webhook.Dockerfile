@@ -7,6 +7,8 @@ RUN cargo build --release --locked -p flink-webhook --bin flink-webhook
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/flink-webhook /usr/local/bin/flink-webhook
+# Same allocator settings as manifests/base/deployment.yaml (see README).
+ENV MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=1
 USER 65532:65532
 EXPOSE 8443 9090
 ENTRYPOINT ["/usr/local/bin/flink-webhook"]

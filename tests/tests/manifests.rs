@@ -240,6 +240,15 @@ fn base_renders_and_every_object_is_valid() -> Result<()> {
         Some(true)
     );
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+    // The allocator settings the tests and benchmarks run the webhook with are the deployed ones.
+    let env = c.env.clone().unwrap_or_default();
+    for (name, value) in flink_injector_tests::webhook::ALLOCATOR_ENV {
+        assert!(
+            env.iter()
+                .any(|e| e.name == name && e.value.as_deref() == Some(value)),
+            "Deployment env lacks {name}={value}"
+        );
+    }
     // The paths in args are inside the mounted volumes.
     let args = c.args.clone().unwrap_or_default();
     let mounts = c.volume_mounts.clone().unwrap_or_default();

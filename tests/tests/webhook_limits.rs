@@ -143,7 +143,7 @@ async fn a_tls_client_that_never_says_hello_is_dropped() -> Result<()> {
     admissions(&hook, 1).await
 }
 
-/// 40 clients send 1 MiB reviews (40 MiB: more than the 16 MiB body budget) all at once and
+/// 40 clients send 1 MiB reviews (40 MiB: more than the 8 MiB body budget) all at once and
 /// hold back their last byte until all have sent the rest, so every body is in flight at the
 /// same time. Every one is answered (the budget queues, it does not reject) and the webhook
 /// stays well inside its 128 MiB memory limit.

@@ -17,6 +17,10 @@ use flink_webhook::policy::{NativeSidecar, Policy};
 use flink_webhook::state::AppState;
 use flink_webhook::{certs, cluster, preview, reload, server, tls};
 
+/// See the comment on the dependency in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "flink-webhook",

@@ -36,7 +36,9 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// limit is 128 MiB). A request reserves its declared length (the API server always declares
 /// it; a chunked body reserves the maximum) before reading, and waits for room until its
 /// deadline; a real review is 5-50 KiB, so only a flood of large or slow bodies ever waits.
-pub const BODY_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+/// Parsed, a body takes several times its size: 8 MiB keeps a burst of large reviews near
+/// 45 MiB of RSS (tests/tests/webhook_limits.rs).
+pub const BODY_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 const BUDGET_UNIT: usize = 1024;
 /// How long SIGTERM waits for in-flight requests before closing connections.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

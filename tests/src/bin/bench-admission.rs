@@ -78,6 +78,7 @@ async fn main() -> Result<()> {
     let _server = ChildGuard::spawn(
         "flink-webhook",
         Command::new(&bin)
+            .envs(flink_injector_tests::webhook::ALLOCATOR_ENV)
             .arg("serve")
             .arg("--config")
             .arg(workspace_root().join("examples/policy.yaml"))
