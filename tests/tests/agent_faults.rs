@@ -4,7 +4,7 @@
 //! is missing at start-up, or a log file is replaced by a directory or a FIFO.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,6 +16,28 @@ use flink_injector_tests::broker::Broker;
 use flink_injector_tests::{free_port, wait_for};
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// A work dir with an empty log dir, and a broker.
+fn scene() -> Result<(tempfile::TempDir, PathBuf, Broker)> {
+    let work = tempfile::tempdir()?;
+    let log_dir = work.path().join("log");
+    std::fs::create_dir(&log_dir)?;
+    let broker = Broker::start(work.path())?;
+    Ok((work, log_dir, broker))
+}
+
+/// Records `0..n` of `tag` all arrived, in order, each exactly once.
+fn shipped_once(
+    broker: &Broker,
+    topic: &str,
+    tag: &str,
+    n: usize,
+    agent: &AgentProc,
+) -> Result<Vec<serde_json::Value>> {
+    let (events, check) = read_records(&broker.bootstrap(), topic, tag, n, agent)?;
+    ensure!(check.duplicates == 0, "{check:?}\n{}", agent.log_tail());
+    Ok(events)
+}
 
 fn append_records(path: &Path, tag: &str, range: std::ops::Range<usize>) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
@@ -82,12 +104,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 /// atomic), and once the volume is writable the checkpoint catches up with what Kafka holds.
 #[test]
 fn checkpoint_volume_full_then_read_only_then_writable() -> Result<()> {
-    let work = tempfile::tempdir()?;
-    let log_dir = work.path().join("log");
+    let (work, log_dir, broker) = scene()?;
     let state_dir = work.path().join("state");
-    std::fs::create_dir_all(&log_dir)?;
     std::fs::create_dir_all(&state_dir)?;
-    let broker = Broker::start(work.path())?;
     let topic = "agent-fault-checkpoint";
     let log = log_dir.join("tm.log");
     let state_file = state_dir.join("positions.json");
@@ -183,8 +202,7 @@ fn checkpoint_volume_full_then_read_only_then_writable() -> Result<()> {
     })
     .with_context(|| agent.log_tail())?;
 
-    let (_, check) = read_records(&broker.bootstrap(), topic, "cp", 3000, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    shipped_once(&broker, topic, "cp", 3000, &agent)?;
     stop(&mut agent)
 }
 
@@ -193,10 +211,7 @@ fn checkpoint_volume_full_then_read_only_then_writable() -> Result<()> {
 /// settings, it ships every record.
 #[test]
 fn kafka_rejecting_authentication_loses_nothing() -> Result<()> {
-    let work = tempfile::tempdir()?;
-    let log_dir = work.path().join("log");
-    std::fs::create_dir(&log_dir)?;
-    let broker = Broker::start(work.path())?;
+    let (work, log_dir, broker) = scene()?;
     let topic = "agent-fault-sasl";
     let log = log_dir.join("tm.log");
     append_records(&log, "sasl", 0..300)?;
@@ -235,8 +250,7 @@ fn kafka_rejecting_authentication_loses_nothing() -> Result<()> {
     stop(&mut agent)?;
 
     let agent = start_agent(&log_dir, work.path(), &broker.bootstrap(), topic, &[])?;
-    let (_, check) = read_records(&broker.bootstrap(), topic, "sasl", 300, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    shipped_once(&broker, topic, "sasl", 300, &agent)?;
     Ok(())
 }
 
@@ -244,10 +258,7 @@ fn kafka_rejecting_authentication_loses_nothing() -> Result<()> {
 /// until the topic appears, then every record arrives.
 #[test]
 fn missing_topic_is_waited_for() -> Result<()> {
-    let work = tempfile::tempdir()?;
-    let log_dir = work.path().join("log");
-    std::fs::create_dir(&log_dir)?;
-    let broker = Broker::start(work.path())?;
+    let (work, log_dir, broker) = scene()?;
     let topic = "agent-fault-no-topic";
     let log = log_dir.join("tm.log");
     append_records(&log, "notopic", 0..300)?;
@@ -268,8 +279,7 @@ fn missing_topic_is_waited_for() -> Result<()> {
     healthy(&mut agent)?;
     create_topic(&broker.bootstrap(), topic)?;
     append_records(&log, "notopic", 300..600)?;
-    let (_, check) = read_records(&broker.bootstrap(), topic, "notopic", 600, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    shipped_once(&broker, topic, "notopic", 600, &agent)?;
     stop(&mut agent)
 }
 
@@ -314,8 +324,7 @@ fn broker_unreachable_at_start() -> Result<()> {
     healthy(&mut agent)?;
     let broker = Broker::start_on(port, work.path())?;
     append_records(&log, "late", 300..600)?;
-    let (_, check) = read_records(&broker.bootstrap(), topic, "late", 600, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    shipped_once(&broker, topic, "late", 600, &agent)?;
     agent.wait_metric("flink_agent_kafka_brokers_up", MINUTE, |v| v == 1.0)?;
     stop(&mut agent)
 }
@@ -338,8 +347,7 @@ fn log_dir_missing_then_appearing() -> Result<()> {
     healthy(&mut agent)?;
     std::fs::create_dir(&log_dir)?;
     append_records(&log_dir.join("tm.log"), "latedir", 0..300)?;
-    let (_, check) = read_records(&broker.bootstrap(), topic, "latedir", 300, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    shipped_once(&broker, topic, "latedir", 300, &agent)?;
     stop(&mut agent)
 }
 
@@ -349,15 +357,12 @@ fn log_dir_missing_then_appearing() -> Result<()> {
 /// skips all three with a log line and a count, and goes on with the other files.
 #[test]
 fn log_file_replaced_by_a_directory_and_a_fifo() -> Result<()> {
-    let work = tempfile::tempdir()?;
-    let log_dir = work.path().join("log");
-    std::fs::create_dir(&log_dir)?;
-    let broker = Broker::start(work.path())?;
+    let (work, log_dir, broker) = scene()?;
     let topic = "agent-fault-odd-files";
     let mut agent = start_agent(&log_dir, work.path(), &broker.bootstrap(), topic, &[])?;
     let a = log_dir.join("a.log");
     append_records(&a, "odd-a", 0..200)?;
-    read_records(&broker.bootstrap(), topic, "odd-a", 200, &agent)?;
+    shipped_once(&broker, topic, "odd-a", 200, &agent)?;
 
     let mut writer = std::fs::OpenOptions::new().append(true).open(&a)?;
     std::fs::remove_file(&a)?;
@@ -375,10 +380,8 @@ fn log_file_replaced_by_a_directory_and_a_fifo() -> Result<()> {
     ensure!(agent.logged("not a regular file"), "{}", agent.log_tail());
 
     append_records(&log_dir.join("c.log"), "odd-c", 0..300)?;
-    let (events, check) = read_records(&broker.bootstrap(), topic, "odd-c", 300, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
-    let (_, check) = read_records(&broker.bootstrap(), topic, "odd-a", 300, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    let events = shipped_once(&broker, topic, "odd-c", 300, &agent)?;
+    shipped_once(&broker, topic, "odd-a", 300, &agent)?;
     ensure!(
         !events.iter().any(|e| e.to_string().contains("s3cr3t")),
         "the symlinked file was shipped"
@@ -395,10 +398,7 @@ fn log_file_replaced_by_a_directory_and_a_fifo() -> Result<()> {
 /// cut to fit, flagged `log.flags: ["truncated"]`, and the records after it follow.
 #[test]
 fn an_event_too_big_for_kafka_is_cut_and_the_file_goes_on() -> Result<()> {
-    let work = tempfile::tempdir()?;
-    let log_dir = work.path().join("log");
-    std::fs::create_dir(&log_dir)?;
-    let broker = Broker::start(work.path())?;
+    let (work, log_dir, broker) = scene()?;
     let topic = "agent-fault-big-event";
     let log = log_dir.join("tm.log");
     append_records(&log, "big", 0..100)?;
@@ -415,8 +415,7 @@ fn an_event_too_big_for_kafka_is_cut_and_the_file_goes_on() -> Result<()> {
         topic,
         &["--kafka-property", "message.max.bytes=200000"],
     )?;
-    let (events, check) = read_records(&broker.bootstrap(), topic, "big2", 100, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    let events = shipped_once(&broker, topic, "big2", 100, &agent)?;
     let huge: Vec<_> = events
         .iter()
         .filter(|e| {
@@ -433,8 +432,7 @@ fn an_event_too_big_for_kafka_is_cut_and_the_file_goes_on() -> Result<()> {
     );
     ensure!(huge[0].to_string().len() <= 200_000);
     ensure!(agent.metric_sum("flink_agent_events_truncated_total")? == 1.0);
-    let (_, check) = read_records(&broker.bootstrap(), topic, "big", 100, &agent)?;
-    ensure!(check.duplicates == 0, "{check:?}");
+    shipped_once(&broker, topic, "big", 100, &agent)?;
     healthy(&mut agent)?;
     stop(&mut agent)
 }
