@@ -52,9 +52,11 @@ cargo fuzz --version
 
 # The workspace's native build dependencies (librdkafka is built from source for the agent).
 need_apt=()
-for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
+if command -v dpkg >/dev/null; then
+  for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+  done
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages: ${need_apt[*]}"

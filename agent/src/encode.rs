@@ -166,7 +166,8 @@ impl Encoder {
 
     /// Encodes an event into at most `max` bytes: a bigger one (JSON escaping can make the
     /// text up to six times longer) gets its message cut, at a character boundary, and
-    /// `log.flags: ["truncated"]`. librdkafka refuses a message over `message.max.bytes`
+    /// `log.flags: ["truncated"]`; if even an empty message is too big, it also loses its
+    /// level, logger and error. librdkafka refuses a message over `message.max.bytes`
     /// for good, so without this one event would stop its file. Returns whether it cut.
     pub fn encode_within(
         &self,
@@ -194,7 +195,22 @@ impl Encoder {
                 ..p.clone()
             };
             let out = self.encode_flagged(&cut, origin, read_time, Some(&["truncated"]));
-            if out.len() <= max || keep == 0 {
+            if out.len() <= max {
+                return (out, true);
+            }
+            if keep == 0 {
+                // Too big without any message: the first line's other fields are (a garbage
+                // line whose logger or level token is huge, or escapes to six times its size;
+                // found by fuzz/fuzz_targets/agent_pipeline.rs). Drop them: what is left is
+                // the pod's and the file's identity, which fits.
+                let bare = Parsed {
+                    level: None,
+                    logger: None,
+                    error_type: None,
+                    error_message: None,
+                    ..cut
+                };
+                let out = self.encode_flagged(&bare, origin, read_time, Some(&["truncated"]));
                 return (out, true);
             }
             size = out.len();
@@ -325,6 +341,36 @@ mod tests {
         let (out, cut) = enc.encode_within(&p, &o, "unused", whole.len());
         assert!(!cut);
         assert_eq!(out, whole);
+    }
+
+    /// Found by the agent_pipeline fuzz target: with a 1 KiB payload limit, a line whose
+    /// logger token is 170 NULs (1 KiB once escaped) came out over the limit with an empty
+    /// message, and librdkafka would refuse it forever.
+    #[test]
+    fn first_line_fields_too_big_for_the_limit_are_dropped() {
+        let logger = format!("org.apache.{}", "\0".repeat(170));
+        let text = format!(
+            "2026-11-22 11:55:26,584 WARN  {logger} [] - x\njava.lang.IllegalStateException: boom"
+        );
+        let p = parse(&text, &chrono_tz::Asia::Shanghai);
+        assert_eq!(p.logger, Some(logger.as_str()));
+        let o = Origin {
+            path: "/opt/flink/log/x.log",
+            offset: 0,
+            dev: 1,
+            ino: 2,
+            fingerprint: 3,
+        };
+        let enc = Encoder::new(&pod());
+        let (out, cut) = enc.encode_within(&p, &o, "unused", 1024);
+        assert!(cut);
+        assert!(out.len() <= 1024, "{} > 1024", out.len());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["log"]["flags"], serde_json::json!(["truncated"]));
+        assert_eq!(v["message"], "");
+        assert!(v["log"].get("logger").is_none() && v.get("error").is_none());
+        assert_eq!(v["@timestamp"], "2026-11-22T11:55:26.584+08:00");
+        assert_eq!(v["event"]["id"], "1-2-0000000000000003-0");
     }
 
     #[test]

@@ -126,10 +126,24 @@ struct Header<'a> {
     message: &'a str,
 }
 
+/// `yyyy-MM-dd HH:mm:ss,SSS` digit for digit. chrono's `%Y` also takes a sign and fewer digits
+/// (`-026-11-22 ...` parsed as the year -26, giving an `@timestamp` that is not RFC 3339; found
+/// by fuzz/fuzz_targets/agent_pipeline.rs), which Flink's layout never writes.
+fn is_flink_timestamp(ts: &[u8]) -> bool {
+    ts.len() == 23
+        && ts.iter().enumerate().all(|(i, &b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            19 => b == b',',
+            _ => b.is_ascii_digit(),
+        })
+}
+
 fn parse_header<'a>(line: &'a str, tz: &Tz, cache: &mut TsCache) -> Option<Header<'a>> {
     // "2026-11-22 11:55:26,584 " is 24 ASCII bytes.
     let ts = line.get(..23)?;
-    if line.as_bytes().get(23) != Some(&b' ') {
+    if line.as_bytes().get(23) != Some(&b' ') || !is_flink_timestamp(ts.as_bytes()) {
         return None;
     }
     let timestamp = cache.timestamp(ts, tz)?;
@@ -263,6 +277,27 @@ mod tests {
         assert_eq!(
             p.timestamp.as_deref(),
             Some("2026-11-22T11:57:31.108+00:00")
+        );
+    }
+
+    /// Found by the agent_pipeline fuzz target: a first line starting `-026-11-22 ...` got the
+    /// `@timestamp` "-0026-11-22T11:55:26.628+00:53" (year -26), which is not RFC 3339.
+    #[test]
+    fn only_flinks_exact_timestamp_layout_is_a_header() {
+        for l in [
+            "-026-11-22 11:55:26,628 INFO  a.B [] - x",
+            "+026-11-22 11:55:26,628 INFO  a.B [] - x",
+            "2026-11-22 11:55:26,6x8 INFO  a.B [] - x",
+            "2026/11/22 11:55:26,628 INFO  a.B [] - x",
+        ] {
+            let p = parse(l, &chrono_tz::Europe::Berlin);
+            assert_eq!(p.timestamp, None, "{l}");
+            assert_eq!((p.level, p.logger, p.message), (None, None, l));
+        }
+        let p = parse("0026-11-22 11:55:26,628 INFO  a.B [] - x", &chrono_tz::UTC);
+        assert_eq!(
+            p.timestamp.as_deref(),
+            Some("0026-11-22T11:55:26.628+00:00")
         );
     }
 
