@@ -20,6 +20,31 @@ pub const ALLOCATOR_ENV: [(&str, &str); 2] = [
     ("MIMALLOC_PURGE_DELAY", "1"),
 ];
 
+/// Adds `serve` on 127.0.0.1:`port` (metrics on `metrics_port`) with `policy` and the pair
+/// in `tls_dir` to `cmd` (the webhook binary, or a wrapper that runs it), with the deployed
+/// allocator settings; the cluster version is given, so no API server is asked.
+pub fn serve_args<'c>(
+    cmd: &'c mut Command,
+    policy: &Path,
+    tls_dir: &Path,
+    port: u16,
+    metrics_port: u16,
+) -> &'c mut Command {
+    cmd.envs(ALLOCATOR_ENV)
+        .arg("serve")
+        .arg("--config")
+        .arg(policy)
+        .arg("--tls-cert")
+        .arg(tls_dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(tls_dir.join("tls.key"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(["--kubernetes-version", "1.30"])
+}
+
 pub const SERVER_NAME: &str = "flink-webhook.flink-system.svc";
 
 /// A running `flink-webhook serve` with its certificates and policy in a temp dir.
@@ -66,20 +91,13 @@ pub fn start(policy: &str) -> Result<Webhook> {
     let metrics_port = free_port()?;
     let child = ChildGuard::spawn(
         "flink-webhook",
-        Command::new(workspace_bin("flink-webhook")?)
-            .envs(ALLOCATOR_ENV)
-            .arg("serve")
-            .arg("--config")
-            .arg(&policy_path)
-            .arg("--tls-cert")
-            .arg(tls.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(tls.join("tls.key"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .args(["--kubernetes-version", "1.30"]),
+        serve_args(
+            &mut Command::new(workspace_bin("flink-webhook")?),
+            &policy_path,
+            &tls,
+            port,
+            metrics_port,
+        ),
     )?;
     wait_for_port(port, Duration::from_secs(20))?;
     wait_for_port(metrics_port, Duration::from_secs(20))?;

@@ -14,6 +14,7 @@ use anyhow::{ensure, Context, Result};
 use flink_injector_tests::agent::{flink_record, http_get};
 use flink_injector_tests::broker::{Broker, TopicReader};
 use flink_injector_tests::https::{client_config, HttpsConn};
+use flink_injector_tests::webhook::serve_args;
 use flink_injector_tests::{
     fixture, free_port, wait_for, wait_for_port, workspace_bin, workspace_root, ChildGuard,
 };
@@ -119,19 +120,13 @@ async fn webhook_serves_as_non_root_on_a_read_only_root() -> Result<()> {
     let metrics_port = free_port()?;
     let hook = ChildGuard::spawn(
         "flink-webhook (confined)",
-        confined(&bin, &[])
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.path().join("policy.yaml"))
-            .arg("--tls-cert")
-            .arg(tls.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(tls.join("tls.key"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .args(["--kubernetes-version", "1.30"]),
+        serve_args(
+            &mut confined(&bin, &[]),
+            &dir.path().join("policy.yaml"),
+            &tls,
+            port,
+            metrics_port,
+        ),
     )?;
     wait_for_port(port, Duration::from_secs(20))?;
     assert_confined(hook.pid())?;

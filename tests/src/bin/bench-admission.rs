@@ -77,22 +77,15 @@ async fn main() -> Result<()> {
     let metrics_port = free_port()?;
     let _server = ChildGuard::spawn(
         "flink-webhook",
-        Command::new(&bin)
-            .envs(flink_injector_tests::webhook::ALLOCATOR_ENV)
-            .arg("serve")
-            .arg("--config")
-            .arg(workspace_root().join("examples/policy.yaml"))
-            .arg("--tls-cert")
-            .arg(dir.path().join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.path().join("tls.key"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .args(["--kubernetes-version", "1.30"])
-            .env("RUST_LOG", "warn")
-            .stderr(std::process::Stdio::null()),
+        flink_injector_tests::webhook::serve_args(
+            &mut Command::new(&bin),
+            &workspace_root().join("examples/policy.yaml"),
+            dir.path(),
+            port,
+            metrics_port,
+        )
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null()),
     )?;
     wait_for_port(port, Duration::from_secs(20))?;
     let cfg = client_config(&dir.path().join("ca.crt"))?;
