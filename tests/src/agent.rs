@@ -168,16 +168,22 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     Ok((code, body))
 }
 
-/// One Flink-style log record in Flink's layout: `rec <tag>:<i>` in its message; every tenth
-/// record is an ERROR with a 9-line stack trace (outer exception, frames, Caused by, ... N more).
-pub fn flink_record(tag: &str, i: usize) -> String {
-    let ts = format!(
+/// The timestamp of record `i` in Flink's layout: `i` milliseconds after midnight, so records
+/// are in time order and every one is distinct within a day.
+pub fn flink_timestamp(i: usize) -> String {
+    format!(
         "2026-11-22 {:02}:{:02}:{:02},{:03}",
         (i / 3_600_000) % 24,
         (i / 60_000) % 60,
         (i / 1000) % 60,
         i % 1000
-    );
+    )
+}
+
+/// One Flink-style log record in Flink's layout: `rec <tag>:<i>` in its message; every tenth
+/// record is an ERROR with a 9-line stack trace (outer exception, frames, Caused by, ... N more).
+pub fn flink_record(tag: &str, i: usize) -> String {
+    let ts = flink_timestamp(i);
     if matches!(i % 10, 0) {
         let mut s = format!(
             "{ts} ERROR {:<60} [] - rec {tag}:{i} task failed\n",

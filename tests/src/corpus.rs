@@ -27,13 +27,7 @@ pub fn generate(lines: usize, out: &mut String) -> usize {
     };
     while written < lines {
         let i = records;
-        let ts = format!(
-            "2026-11-22 {:02}:{:02}:{:02},{:03}",
-            (i / 3_600_000) % 24,
-            (i / 60_000) % 60,
-            (i / 1000) % 60,
-            i % 1000
-        );
+        let ts = crate::agent::flink_timestamp(i);
         let logger = LOGGERS[i % LOGGERS.len()];
         if i % TRACE_EVERY == TRACE_EVERY - 1 {
             out.push_str(&format!(
