@@ -193,7 +193,6 @@ impl<H: DeliveryHandler> Drop for PolledProducer<H> {
     }
 }
 
-type Producer_<H> = PolledProducer<H>;
 type Record<'a, H> = BaseRecord<'a, str, [u8], Box<<H as DeliveryHandler>::Token>>;
 
 /// A producer that can be replaced after a fatal error.
@@ -201,7 +200,7 @@ pub struct Sink<H: DeliveryHandler> {
     config: ClientConfig,
     topic: String,
     key: String,
-    current: Mutex<Arc<Producer_<H>>>,
+    current: Mutex<Arc<PolledProducer<H>>>,
     metrics: Metrics,
     handler: Arc<H>,
 }
@@ -229,7 +228,7 @@ impl<H: DeliveryHandler> Sink<H> {
         config: &ClientConfig,
         metrics: &Metrics,
         handler: &Arc<H>,
-    ) -> Result<Producer_<H>, KafkaError> {
+    ) -> Result<PolledProducer<H>, KafkaError> {
         let producer = config.create_with_context(AgentContext {
             metrics: metrics.clone(),
             handler: handler.clone(),
@@ -239,7 +238,7 @@ impl<H: DeliveryHandler> Sink<H> {
         })
     }
 
-    fn current(&self) -> Arc<Producer_<H>> {
+    fn current(&self) -> Arc<PolledProducer<H>> {
         self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -295,13 +294,13 @@ impl<H: DeliveryHandler> Sink<H> {
     ///
     /// Returns the old producer: dropping it purges its queue, failing every pending delivery
     /// (so they are re-sent), and joins its thread, so the caller drops it off the runtime.
-    pub fn replace(&self, why: &str) -> Option<Arc<Producer_<H>>> {
+    pub fn replace(&self, why: &str) -> Option<Arc<PolledProducer<H>>> {
         let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
         tracing::warn!(reason = why, "recreating the Kafka producer");
         self.replace_locked(&mut c)
     }
 
-    fn replace_locked(&self, c: &mut Arc<Producer_<H>>) -> Option<Arc<Producer_<H>>> {
+    fn replace_locked(&self, c: &mut Arc<PolledProducer<H>>) -> Option<Arc<PolledProducer<H>>> {
         match Self::create(&self.config, &self.metrics, &self.handler) {
             Ok(p) => {
                 let old = std::mem::replace(c, Arc::new(p));
