@@ -15,6 +15,10 @@ use flink_agent::http::{self, ServerState};
 use flink_agent::metrics::Metrics;
 use flink_agent::pipeline::Agent;
 
+/// See the comment on the dependency in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // The error chain on one line, without a backtrace (RUST_BACKTRACE may be set in the pod).
     if let Err(e) = start() {

@@ -194,3 +194,12 @@ pub fn fixture(rel: &str) -> Result<Vec<u8>> {
 pub mod agent;
 pub mod broker;
 pub mod flink;
+
+/// The allocator settings both binaries are deployed with (the webhook's Deployment, both
+/// images): mimalloc, committing and returning memory promptly (a burst of large reviews peaks
+/// at ~45 MiB instead of ~80; an idle agent holds ~5 MiB of anonymous memory instead of ~17).
+/// Tests and benchmarks run the binaries with them, so what is measured is what runs.
+pub const ALLOCATOR_ENV: [(&str, &str); 2] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "1"),
+];

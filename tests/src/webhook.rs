@@ -12,14 +12,6 @@ use anyhow::Result;
 use crate::https::{client_config, HttpsConn};
 use crate::{free_port, wait_for_port, workspace_bin, workspace_root, ChildGuard};
 
-/// The allocator settings the Deployment and the image give the webhook (mimalloc commits
-/// and returns memory promptly: a burst of large reviews peaks at ~45 MiB instead of ~80), so
-/// what is tested and benchmarked is what runs.
-pub const ALLOCATOR_ENV: [(&str, &str); 2] = [
-    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
-    ("MIMALLOC_PURGE_DELAY", "1"),
-];
-
 /// Adds `serve` on 127.0.0.1:`port` (metrics on `metrics_port`) with `policy` and the pair
 /// in `tls_dir` to `cmd` (the webhook binary, or a wrapper that runs it), with the deployed
 /// allocator settings; the cluster version is given, so no API server is asked.
@@ -30,7 +22,7 @@ pub fn serve_args<'c>(
     port: u16,
     metrics_port: u16,
 ) -> &'c mut Command {
-    cmd.envs(ALLOCATOR_ENV)
+    cmd.envs(crate::ALLOCATOR_ENV)
         .arg("serve")
         .arg("--config")
         .arg(policy)
