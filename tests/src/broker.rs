@@ -60,6 +60,11 @@ impl Broker {
         })
     }
 
+    /// The broker's process id (None once stopped): the benchmarks count its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::pid)
+    }
+
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -72,6 +77,26 @@ impl Broker {
     pub fn log_path(&self) -> &std::path::Path {
         &self.log
     }
+}
+
+/// Creates a topic with one partition (for brokers or tests that do not auto-create).
+pub fn create_topic(bootstrap: &str, topic: &str) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(admin.create_topics(
+        &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Reads a topic from the beginning, all partitions, by assignment.

@@ -277,30 +277,10 @@ fn missing_topic_is_waited_for() -> Result<()> {
     agent.wait_metric("flink_agent_send_errors_total", MINUTE, |v| v >= 1.0)?;
     ensure!(agent.metric_sum("flink_agent_events_sent_total")? == 0.0);
     healthy(&mut agent)?;
-    create_topic(&broker.bootstrap(), topic)?;
+    flink_injector_tests::broker::create_topic(&broker.bootstrap(), topic)?;
     append_records(&log, "notopic", 300..600)?;
     shipped_once(&broker, topic, "notopic", 600, &agent)?;
     stop(&mut agent)
-}
-
-fn create_topic(bootstrap: &str, topic: &str) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::config::ClientConfig;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let results = rt.block_on(admin.create_topics(
-        &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ))?;
-    for r in results {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
-    }
-    Ok(())
 }
 
 /// No broker at start-up: the agent starts, reads, waits, and ships everything once a broker
