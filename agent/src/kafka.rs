@@ -73,6 +73,9 @@ pub trait DeliveryHandler: Send + Sync + 'static {
     /// What the caller attaches to a message and gets back with its report.
     type Token: Send + Sync + 'static;
     fn acknowledged(&self, token: Self::Token);
+    /// Called each time the producer's poll returns (every 500 ms; a poll serves every report
+    /// that arrives meanwhile): the latest moment to apply what `acknowledged` gathered.
+    fn reports_done(&self) {}
     /// The message was not delivered (failed, timed out, or purged with its producer).
     fn failed(&self, token: Self::Token, error: &KafkaError, payload: &[u8]);
 }
@@ -136,8 +139,9 @@ impl<H: DeliveryHandler> ClientContext for AgentContext<H> {
     }
 }
 
-/// How long one poll of the delivery-report queue waits. A report wakes the poll at once, so
-/// this bounds only how fast a dropped producer's thread notices it should stop.
+/// How long one poll of the delivery-report queue lasts. Reports are served as they arrive
+/// within it; it bounds how fast a dropped producer's thread notices it should stop, and how
+/// long a handler may sit on gathered reports.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A producer with its own thread serving delivery reports. rdkafka's ThreadedProducer does
@@ -162,6 +166,7 @@ impl<H: DeliveryHandler> PolledProducer<H> {
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         producer.poll(POLL_INTERVAL);
+                        producer.context().handler.reports_done();
                     }
                 })?
         };

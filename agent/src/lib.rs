@@ -2,13 +2,15 @@
 //!
 //! Pure core (no I/O): [`lines`], [`multiline`], [`parse`], [`encode`], and the ordering part of
 //! [`checkpoint`]. I/O at the edges: [`tail`] (files), [`kafka`] (producer), [`http`]
-//! (listener), [`pipeline`] (wiring, backpressure, shutdown).
+//! (listener), [`pipeline`] (wiring, shutdown), with
+//! [`inflight`] (backpressure).
 
 pub mod checkpoint;
 pub mod config;
 pub mod encode;
 pub mod flink_rest;
 pub mod http;
+pub mod inflight;
 pub mod kafka;
 pub mod lines;
 pub mod metrics;

@@ -2,9 +2,9 @@
 //! tasks that turn Kafka acknowledgements into checkpoint progress, the checkpoint writer, and
 //! the shutdown sequence.
 //!
-//! Backpressure: each event in flight holds one permit of an event semaphore and its size in
-//! permits of a byte semaphore. The read loop waits for permits before sending, so when Kafka
-//! is slow or away it stops reading; the files on disk are the buffer.
+//! Backpressure: each event in flight holds a [`Ticket`] of the in-flight window. The read
+//! loop waits for room before sending, so when Kafka is slow or away it stops reading; the
+//! files on disk are the buffer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::sync::{watch, Notify, RwLock};
 
 use crate::checkpoint::{self, Ledger, StreamId};
 use crate::config::Config;
 use crate::encode::{self, Origin};
+use crate::inflight::InFlight;
 use crate::kafka::{DeliveryHandler, Sink};
 use crate::metrics::Metrics;
 use crate::parse;
@@ -34,9 +35,8 @@ pub struct Pending {
     no: u64,
     stream: StreamId,
     seq: u64,
+    /// Encoded size: its share of the in-flight window.
     size: usize,
-    /// Released with the event, once Kafka acknowledged it.
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 /// An event whose delivery failed: what is needed to send it again.
@@ -47,8 +47,16 @@ struct Failed {
 
 /// Turns delivery reports into checkpoint progress and retries. Runs on the producer's
 /// polling thread, so it only takes short locks.
+///
+/// Acknowledgements are gathered and applied [`ACK_BATCH`] at a time, or as soon as they
+/// cover everything in flight, or when the producer's poll returns (every 500 ms at most):
+/// the ledger lock, the window and the counters are shared with the read loop, and touching
+/// them for every event made the two threads contend (BENCHMARKS.md).
 pub struct Acks {
     ledger: Arc<Mutex<Ledger>>,
+    window: InFlight,
+    /// Only the delivery thread takes it (a replaced producer's last reports aside).
+    batch: Mutex<AckBatch>,
     metrics: Metrics,
     /// Events acknowledged so far. The watchdog turns its changes into the last-ack time
     /// once a second: reading the clock for every acknowledgement cost more than the rest
@@ -60,22 +68,56 @@ pub struct Acks {
     retry_wake: Notify,
 }
 
+/// Acknowledgements applied together (see [`Acks`]).
+const ACK_BATCH: usize = 256;
+
+#[derive(Default)]
+struct AckBatch {
+    acks: Vec<(StreamId, u64)>,
+    bytes: usize,
+}
+
 impl DeliveryHandler for Acks {
     type Token = Pending;
 
     fn acknowledged(&self, p: Pending) {
-        self.ledger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ack(p.stream, p.seq);
-        self.acked.fetch_add(1, Ordering::Relaxed);
-        self.metrics.events_sent.inc();
-        self.metrics.bytes_sent.inc_by(p.size as u64);
-        self.metrics.events_in_flight.dec();
-        self.metrics.bytes_in_flight.dec_by(p.size as i64);
+        let full = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.acks.push((p.stream, p.seq));
+            b.bytes += p.size;
+            b.acks.len() >= ACK_BATCH || b.acks.len() >= self.window.events()
+        };
+        if full {
+            self.reports_done();
+        }
+    }
+
+    fn reports_done(&self) {
+        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        if b.acks.is_empty() {
+            return;
+        }
+        {
+            let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            for &(stream, seq) in &b.acks {
+                ledger.ack(stream, seq);
+            }
+        }
+        let (events, bytes) = (b.acks.len(), b.bytes);
+        b.acks.clear();
+        b.bytes = 0;
+        drop(b);
+        self.window.release(events, bytes);
+        self.acked.fetch_add(events as u64, Ordering::Relaxed);
+        self.metrics.events_sent.inc_by(events as u64);
+        self.metrics.bytes_sent.inc_by(bytes as u64);
+        self.metrics.events_in_flight.dec_by(events as i64);
+        self.metrics.bytes_in_flight.dec_by(bytes as i64);
     }
 
     fn failed(&self, pending: Pending, error: &KafkaError, payload: &[u8]) {
+        // Acknowledgements gathered before this report are not held back by it.
+        self.reports_done();
         self.metrics
             .send_error("delivery", crate::kafka::error_kind(error));
         let first = {
@@ -102,8 +144,6 @@ struct Shipper {
     cfg: Arc<Config>,
     sink: Arc<Sink<Acks>>,
     acks: Arc<Acks>,
-    events: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
     next_send: AtomicU64,
     /// The read loop queues under the read side; the retry task takes the write side while
     /// it re-queues, so new events do not overtake the ones being re-sent.
@@ -149,19 +189,13 @@ impl Shipper {
     async fn ship(&self, re: ReadEvent) {
         let payload = self.encode(&re);
         let size = payload.len();
-        // An event larger than the whole byte budget still goes, alone.
-        let byte_permits = size.clamp(1, self.cfg.max_in_flight_bytes) as u32;
-        let (Ok(ev_permit), Ok(byte_permit)) = (
-            self.events.clone().acquire_owned().await,
-            self.bytes.clone().acquire_many_owned(byte_permits).await,
-        ) else {
-            return; // semaphores are never closed
-        };
+        self.acks.window.admit(size).await;
         let seq = {
             let mut l = self.acks.ledger.lock().unwrap_or_else(|p| p.into_inner());
             l.register(re.stream, re.event.end)
         };
         let Some(seq) = seq else {
+            self.acks.window.release(1, size);
             return;
         };
         let pending = Pending {
@@ -169,7 +203,6 @@ impl Shipper {
             stream: re.stream,
             seq,
             size,
-            _permits: (ev_permit, byte_permit),
         };
         self.acks.metrics.events_in_flight.inc();
         self.acks.metrics.bytes_in_flight.inc_by(size as i64);
@@ -231,7 +264,7 @@ impl Shipper {
 
     /// Whether every event sent has been acknowledged.
     fn drained(&self) -> bool {
-        self.events.available_permits() == self.cfg.max_in_flight_events
+        self.acks.window.events() == 0
     }
 }
 
@@ -391,6 +424,8 @@ impl Agent {
         let ledger = Arc::new(Mutex::new(Ledger::restore(state)));
         let acks = Arc::new(Acks {
             ledger: ledger.clone(),
+            window: InFlight::new(cfg.max_in_flight_events, cfg.max_in_flight_bytes),
+            batch: Mutex::new(AckBatch::default()),
             metrics: metrics.clone(),
             acked: AtomicU64::new(0),
             retry: Mutex::new(BTreeMap::new()),
@@ -424,8 +459,6 @@ impl Agent {
             cfg: cfg.clone(),
             sink: self.sink.clone(),
             acks: self.acks.clone(),
-            events: Arc::new(Semaphore::new(cfg.max_in_flight_events)),
-            bytes: Arc::new(Semaphore::new(cfg.max_in_flight_bytes)),
             next_send: AtomicU64::new(0),
             gate: RwLock::new(()),
             encoder: encode::Encoder::new(&cfg.pod),

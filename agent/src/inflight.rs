@@ -1,0 +1,169 @@
+//! Backpressure: how many events and bytes are in Kafka's hands and not yet acknowledged.
+//!
+//! The read loop admits each event before handing it to Kafka and waits while the bounds are
+//! reached; acknowledgements release their events, a batch of delivery reports at a time.
+//! Atomics instead of two tokio semaphores: a semaphore release takes its waiter-list mutex,
+//! on the delivery thread, against the read loop's acquires (BENCHMARKS.md).
+//! A waiting reader is woken once the window has drained to three quarters, not for every
+//! acknowledgement, so a full window costs one wake-up per quarter window rather than one per
+//! event.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::Notify;
+
+pub struct InFlight {
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+    max_events: usize,
+    max_bytes: usize,
+    /// The reader is waiting for room.
+    waiting: AtomicBool,
+    room: Notify,
+}
+
+impl InFlight {
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        Self {
+            events: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_events: max_events.max(1),
+            max_bytes: max_bytes.max(1),
+            waiting: AtomicBool::new(false),
+            room: Notify::new(),
+        }
+    }
+
+    /// Waits until an event of `size` bytes fits, then counts it; whoever ends the event's
+    /// flight (its acknowledgement, or abandoning it) calls [`InFlight::release`]. An event
+    /// larger than the whole byte bound still goes, alone. Meant for one admitting task (the
+    /// read loop): two admitting at once could each pass the check and overshoot the bound
+    /// by one event.
+    pub async fn admit(&self, size: usize) {
+        loop {
+            if self.try_count(size) {
+                return;
+            }
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.waiting.store(true, Ordering::SeqCst);
+            // A release between the check above and `waiting` would not wake us.
+            if self.try_count(size) {
+                self.waiting.store(false, Ordering::SeqCst);
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn try_count(&self, size: usize) -> bool {
+        let events = self.events.load(Ordering::SeqCst);
+        let bytes = self.bytes.load(Ordering::SeqCst);
+        let fits = events == 0 || (events < self.max_events && bytes + size <= self.max_bytes);
+        if fits {
+            self.events.fetch_add(1, Ordering::SeqCst);
+            self.bytes.fetch_add(size, Ordering::SeqCst);
+        }
+        fits
+    }
+
+    /// Ends the flight of `events` admitted events of `bytes` bytes in all.
+    pub fn release(&self, events: usize, bytes: usize) {
+        let events = self.events.fetch_sub(events, Ordering::SeqCst) - events;
+        let bytes = self.bytes.fetch_sub(bytes, Ordering::SeqCst) - bytes;
+        if self.waiting.load(Ordering::SeqCst)
+            && (events == 0
+                || (events <= self.max_events / 4 * 3 && bytes <= self.max_bytes / 4 * 3))
+            && self.waiting.swap(false, Ordering::SeqCst)
+        {
+            self.room.notify_one();
+        }
+    }
+
+    /// Events admitted and not yet released.
+    pub fn events(&self) -> usize {
+        self.events.load(Ordering::SeqCst)
+    }
+
+    /// Bytes admitted and not yet released.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn waits_for_room_and_wakes_at_three_quarters() {
+        let w = Arc::new(InFlight::new(4, 1000));
+        for _ in 0..4 {
+            w.admit(10).await;
+        }
+        let w2 = w.clone();
+        let mut next = tokio::spawn(async move { w2.admit(10).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !next.is_finished(),
+            "admitted a fifth event into a window of four"
+        );
+        w.release(1, 10);
+        // 3 of 4 in flight: at the wake-up mark, so the waiter gets its room.
+        tokio::time::timeout(Duration::from_secs(5), &mut next)
+            .await
+            .expect("not woken at three quarters")
+            .expect("admit task");
+        assert_eq!((w.events(), w.bytes()), (4, 40));
+        w.release(4, 40);
+        assert_eq!((w.events(), w.bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn byte_bound_and_oversized_event_goes_alone() {
+        let w = Arc::new(InFlight::new(100, 100));
+        w.admit(60).await;
+        let w2 = w.clone();
+        let mut big = tokio::spawn(async move { w2.admit(500).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !big.is_finished(),
+            "500 bytes admitted next to 60 in a 100-byte window"
+        );
+        w.release(1, 60);
+        tokio::time::timeout(Duration::from_secs(5), &mut big)
+            .await
+            .expect("an oversized event must go once the window is empty")
+            .expect("admit task");
+        assert_eq!((w.events(), w.bytes()), (1, 500));
+    }
+
+    #[tokio::test]
+    async fn no_lost_wakeup_under_concurrent_releases() {
+        let w = Arc::new(InFlight::new(8, 1 << 20));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let releaser = {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while rx.blocking_recv().is_some() {
+                    w.release(1, 1);
+                    n += 1;
+                }
+                n
+            })
+        };
+        for _ in 0..20_000 {
+            tokio::time::timeout(Duration::from_secs(10), w.admit(1))
+                .await
+                .expect("admit hung: a wake-up was lost");
+            assert!(w.events() <= 8);
+            assert!(tx.send(()).is_ok(), "releaser gone");
+        }
+        drop(tx);
+        assert_eq!(releaser.join().ok(), Some(20_000));
+        assert_eq!((w.events(), w.bytes()), (0, 0));
+    }
+}
