@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use regex_automata::{meta, Input};
+
 use crate::config::MultilineConfig;
 
 /// One line as read from a file: its bytes without the line terminator, and its byte range.
@@ -43,17 +45,33 @@ struct Pending {
 #[derive(Debug)]
 pub struct Grouper {
     cfg: MultilineConfig,
+    /// The start pattern with a search cache of its own. `regex::Regex` keeps its caches in a
+    /// pool whose fast path belongs to one thread, and the read loop moves between the
+    /// runtime's threads: the pool's slow path was ~2% of the agent's CPU (BENCHMARKS.md).
+    /// `None` only if the pattern, valid for `regex`, were refused here; then `cfg.start` is used.
+    start: Option<(meta::Regex, meta::Cache)>,
     pending: Option<Pending>,
 }
 
 impl Grouper {
     pub fn new(cfg: MultilineConfig) -> Self {
-        Self { cfg, pending: None }
+        let start = meta::Regex::new(cfg.start.as_str()).ok().map(|re| {
+            let cache = re.create_cache();
+            (re, cache)
+        });
+        Self {
+            cfg,
+            start,
+            pending: None,
+        }
     }
 
     /// Whether `text` begins a new record.
-    pub fn is_start(&self, text: &str) -> bool {
-        self.cfg.start.is_match(text)
+    pub fn is_start(&mut self, text: &str) -> bool {
+        match &mut self.start {
+            Some((re, cache)) => re.is_match_with(cache, &Input::new(text)),
+            None => self.cfg.start.is_match(text),
+        }
     }
 
     /// Adds a line; returns the event it closed, if any.

@@ -88,7 +88,7 @@ pub fn parse<'a>(text: &'a str, tz: &Tz) -> Parsed<'a> {
 
 /// [`parse`], reusing the timestamp of the previous event's second.
 pub fn parse_cached<'a>(text: &'a str, tz: &Tz, cache: &mut TsCache) -> Parsed<'a> {
-    let (first, has_rest) = match text.find('\n') {
+    let (first, has_rest) = match memchr::memchr(b'\n', text.as_bytes()) {
         Some(i) => (&text[..i], true),
         None => (text, false),
     };
@@ -171,7 +171,7 @@ fn parse_header<'a>(line: &'a str, tz: &Tz, cache: &mut TsCache) -> Option<Heade
 
 /// The next space-delimited token and the text after the spaces that follow it.
 fn split_token(s: &str) -> Option<(&str, &str)> {
-    let end = s.find(' ')?;
+    let end = memchr::memchr(b' ', s.as_bytes())?;
     if end == 0 {
         return None;
     }
