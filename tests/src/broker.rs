@@ -168,6 +168,44 @@ impl TopicReader {
         }
     }
 
+    /// Waits until the topic's partitions are assigned and fetching has begun, so that a
+    /// latency measurement does not include the reader's own start (~0.5 s).
+    pub fn wait_ready(&mut self, max: Duration) -> Result<()> {
+        let deadline = Instant::now() + max;
+        while self.assigned.is_empty() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "topic {} has no partitions",
+                self.topic
+            );
+            self.refresh();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The first polls connect and start fetching; the topic is empty, so nothing is lost.
+        while Instant::now() < deadline {
+            if self.consumer.poll(Duration::from_millis(100)).is_some() {
+                anyhow::bail!("wait_ready on a topic that already holds messages");
+            }
+            if self
+                .last_refresh
+                .is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message, waiting up to `wait` for it: for timing each message as it arrives
+    /// (`poll_for` hands over a batch).
+    pub fn next_message(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        self.refresh();
+        match self.consumer.poll(wait) {
+            Some(Ok(m)) => Some(m.payload().map(<[u8]>::to_vec).unwrap_or_default()),
+            Some(Err(_)) | None => None,
+        }
+    }
+
     /// Polls for up to `max_wait`; returns the payloads received.
     pub fn poll_for(&mut self, max_wait: Duration) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + max_wait;
