@@ -2,9 +2,9 @@
 //! tasks that turn Kafka acknowledgements into checkpoint progress, the checkpoint writer, and
 //! the shutdown sequence.
 //!
-//! Backpressure: each event in flight holds a [`Ticket`] of the in-flight window. The read
-//! loop waits for room before sending, so when Kafka is slow or away it stops reading; the
-//! files on disk are the buffer.
+//! Backpressure: each event counts in the in-flight window ([`InFlight`]) from before it is
+//! handed to Kafka until its acknowledgement is applied. The read loop waits for room before
+//! sending, so when Kafka is slow or away it stops reading; the files on disk are the buffer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,7 +48,7 @@ struct Failed {
 /// Turns delivery reports into checkpoint progress and retries. Runs on the producer's
 /// polling thread, so it only takes short locks.
 ///
-/// Acknowledgements are gathered and applied [`ACK_BATCH`] at a time, or as soon as they
+/// Acknowledgements are gathered and applied `ACK_BATCH` at a time, or as soon as they
 /// cover everything in flight, or when the producer's poll returns (every 500 ms at most):
 /// the ledger lock, the window and the counters are shared with the read loop, and touching
 /// them for every event made the two threads contend (BENCHMARKS.md).
