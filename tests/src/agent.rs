@@ -17,6 +17,29 @@ pub struct AgentProc {
     pub stderr: PathBuf,
 }
 
+/// Where the agent keeps its read positions when `--state-file` is not given.
+pub fn default_state_file(log_dir: &Path) -> PathBuf {
+    log_dir.join(".flink-agent-checkpoints.json")
+}
+
+/// The committed offset of `log` in the checkpoint `state_file`: `None` while the file does
+/// not exist or has no entry for `log`. The agent replaces the file by rename, so a file that
+/// exists is whole: one that does not parse is an error.
+pub fn checkpoint_offset(state_file: &Path, log: &Path) -> Result<Option<u64>> {
+    let s = match std::fs::read_to_string(state_file) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", state_file.display())),
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&s).with_context(|| format!("state file is not JSON: {s}"))?;
+    let p = log.to_string_lossy();
+    Ok(v["files"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["path"] == p.as_ref()))
+        .and_then(|f| f["offset"].as_u64()))
+}
+
 /// Settings tuned for tests: short idle flush, rescans and checkpoint writes.
 pub fn start_agent(
     log_dir: &Path,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use flink_injector_tests::agent::{
-    flink_record, read_records, start_agent, start_agent_under, AgentProc,
+    checkpoint_offset, default_state_file, flink_record, read_records, start_agent,
+    start_agent_under, AgentProc,
 };
 use flink_injector_tests::broker::Broker;
 use flink_injector_tests::{free_port, wait_for};
@@ -48,21 +49,6 @@ fn append_records(path: &Path, tag: &str, range: std::ops::Range<usize>) -> Resu
     let s: String = range.map(|i| flink_record(tag, i)).collect();
     f.write_all(s.as_bytes())?;
     Ok(())
-}
-
-fn checkpoint_offset(state_file: &Path, log: &Path) -> Result<Option<u64>> {
-    let s = match std::fs::read_to_string(state_file) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", state_file.display())),
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&s).with_context(|| format!("state file is not JSON: {s}"))?;
-    let p = log.to_string_lossy();
-    Ok(v["files"]
-        .as_array()
-        .and_then(|fs| fs.iter().find(|f| f["path"] == p.as_ref()))
-        .and_then(|f| f["offset"].as_u64()))
 }
 
 fn healthy(agent: &mut AgentProc) -> Result<()> {
@@ -241,8 +227,8 @@ fn kafka_rejecting_authentication_loses_nothing() -> Result<()> {
     ensure!(agent.metric_sum("flink_agent_unshipped_bytes")? > 0.0);
     ensure!(agent.metric("flink_agent_kafka_brokers_up")? == 0.0);
     ensure!(
-        checkpoint_offset(&log_dir.join(".flink-agent-positions.json"), &log)?.unwrap_or(0) == 0,
-        "checkpoint moved without acknowledgements"
+        checkpoint_offset(&default_state_file(&log_dir), &log)? == Some(0),
+        "no checkpoint entry at 0: missing, or moved without acknowledgements"
     );
     // The password never reaches the log.
     ensure!(!agent.logged("not-a-secret"), "{}", agent.log_tail());

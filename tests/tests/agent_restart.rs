@@ -2,14 +2,16 @@
 //! stopped for 20 s and started again (empty: memory storage). Nothing is lost.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use flink_injector_tests::agent::{check_records, flink_record, read_records, start_agent};
+use flink_injector_tests::agent::{
+    check_records, checkpoint_offset, default_state_file, flink_record, read_records, start_agent,
+};
 use flink_injector_tests::broker::{Broker, TopicReader};
 
 /// Writes records `0..n` of `tag` to `path` in bursts of `burst`, pausing `pause` between.
@@ -39,17 +41,6 @@ fn count_tag(evs: &[serde_json::Value], tag: &str) -> usize {
     evs.iter()
         .filter(|e| e["message"].as_str().unwrap_or("").starts_with(&prefix))
         .count()
-}
-
-fn checkpoint_offset(state_file: &Path, path: &Path) -> Option<u64> {
-    let s = std::fs::read_to_string(state_file).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&s).ok()?;
-    let p = path.to_string_lossy();
-    v["files"]
-        .as_array()?
-        .iter()
-        .find(|f| f["path"] == p.as_ref())?["offset"]
-        .as_u64()
 }
 
 #[test]
@@ -133,9 +124,9 @@ fn sigterm_ships_everything_in_flight_then_exits_0() -> Result<()> {
     assert!(status.success(), "{status}\n{}", agent.log_tail());
     // Everything was acknowledged before the exit, and the checkpoint says so.
     let size = std::fs::metadata(&path)?.len();
-    let state_file = log_dir.join(".flink-agent-checkpoints.json");
+    let state_file = default_state_file(&log_dir);
     assert_eq!(
-        checkpoint_offset(&state_file, &path),
+        checkpoint_offset(&state_file, &path)?,
         Some(size),
         "{}",
         agent.log_tail()
@@ -294,16 +285,16 @@ fn file_deleted_while_the_agent_is_down_is_counted_as_lost() -> Result<()> {
     let path = log_dir.join("lost.log");
     let s: String = (0..40_000).map(|i| flink_record("lost", i)).collect();
     std::fs::write(&path, &s)?;
-    let state_file = log_dir.join(".flink-agent-checkpoints.json");
+    let state_file = default_state_file(&log_dir);
     // Wait for a checkpoint that knows the file's size but not all of it is shipped.
     flink_injector_tests::wait_for("a partial checkpoint", Duration::from_secs(30), || {
-        Ok(checkpoint_offset(&state_file, &path)
+        Ok(checkpoint_offset(&state_file, &path)?
             .filter(|&o| o > 0)
             .map(|_| ()))
     })?;
     agent.guard.signal(9)?;
     agent.guard.wait_timeout(Duration::from_secs(10))?;
-    let offset = checkpoint_offset(&state_file, &path).context("checkpoint")?;
+    let offset = checkpoint_offset(&state_file, &path)?.context("checkpoint")?;
     anyhow::ensure!(
         offset < s.len() as u64,
         "the agent shipped it all before the kill"

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use flink_injector_tests::agent::{check_records, flink_record, start_agent};
+use flink_injector_tests::agent::{
+    check_records, checkpoint_offset, default_state_file, flink_record, start_agent,
+};
 use flink_injector_tests::broker::{Broker, TopicReader};
 
 /// Records whose lines add up to just over 200,000 (every tenth record has 9 lines).
@@ -113,19 +115,11 @@ fn ships_200k_lines_exactly_once_in_order() -> Result<()> {
 
     // The checkpoint catches up with the whole file.
     let size = std::fs::metadata(&path)?.len();
-    let state_file = log_dir.join(".flink-agent-checkpoints.json");
+    let state_file = default_state_file(&log_dir);
     flink_injector_tests::wait_for(
         "the checkpoint to reach the end",
         Duration::from_secs(10),
-        || {
-            let s = std::fs::read_to_string(&state_file).unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
-            Ok(v["files"]
-                .as_array()
-                .and_then(|f| f.iter().find(|f| f["path"] == path_s.as_str()))
-                .filter(|f| f["offset"] == size)
-                .map(|_| ()))
-        },
+        || Ok(checkpoint_offset(&state_file, &path)?.filter(|&o| o == size)),
     )?;
     assert_eq!(
         agent.metric("flink_agent_events_sent_total")?,

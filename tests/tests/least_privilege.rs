@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use flink_injector_tests::agent::{flink_record, http_get};
+use flink_injector_tests::agent::{default_state_file, flink_record, http_get};
 use flink_injector_tests::broker::{Broker, TopicReader};
 use flink_injector_tests::https::{client_config, HttpsConn};
 use flink_injector_tests::webhook::serve_args;
@@ -214,10 +214,7 @@ fn agent_ships_as_non_root_on_a_read_only_root() -> Result<()> {
         log_tail()
     );
     wait_for("the checkpoint file", Duration::from_secs(10), || {
-        Ok(log_dir
-            .join(".flink-agent-checkpoints.json")
-            .exists()
-            .then_some(()))
+        Ok(default_state_file(&log_dir).exists().then_some(()))
     })
     .with_context(log_tail)?;
     Ok(())
