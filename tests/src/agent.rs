@@ -17,6 +17,19 @@ pub struct AgentProc {
     pub stderr: PathBuf,
 }
 
+/// [`read_records`], requiring that no record arrived twice; returns the events.
+pub fn shipped_once(
+    broker: &crate::broker::Broker,
+    topic: &str,
+    tag: &str,
+    n: usize,
+    agent: &AgentProc,
+) -> Result<Vec<serde_json::Value>> {
+    let (events, check) = read_records(&broker.bootstrap(), topic, tag, n, agent)?;
+    anyhow::ensure!(check.duplicates == 0, "{check:?}\n{}", agent.log_tail());
+    Ok(events)
+}
+
 /// Where the agent keeps its read positions when `--state-file` is not given.
 pub fn default_state_file(log_dir: &Path) -> PathBuf {
     log_dir.join(".flink-agent-checkpoints.json")
@@ -323,13 +336,7 @@ pub fn read_records(
         Duration::from_secs(300),
         done,
     )?;
-    // A duplicate would arrive right behind: give it a moment.
-    reader.read_until(
-        &mut events,
-        Duration::from_secs(2),
-        Duration::from_secs(4),
-        |_| false,
-    )?;
+    reader.settle(&mut events)?;
     let check = check_records(&events, tag, n).with_context(|| agent.log_tail())?;
     anyhow::ensure!(
         check.missing.is_empty(),

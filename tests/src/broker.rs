@@ -225,6 +225,14 @@ impl TopicReader {
         out
     }
 
+    /// After the messages waited for arrived: a duplicate or a stray message would come right
+    /// behind them, so read on until 2 s pass with nothing new (5 s at most).
+    pub fn settle(&mut self, all: &mut Vec<serde_json::Value>) -> Result<()> {
+        self.read_until(all, Duration::from_secs(2), Duration::from_secs(5), |_| {
+            false
+        })
+    }
+
     /// Reads until `done(all so far)` is true or nothing new arrived for `idle`;
     /// gives up after `max`. Returns everything read, parsed as JSON.
     pub fn read_until(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use flink_injector_tests::agent::{
-    checkpoint_offset, default_state_file, flink_record, read_records, start_agent,
+    checkpoint_offset, default_state_file, flink_record, shipped_once, start_agent,
     start_agent_under, AgentProc,
 };
 use flink_injector_tests::broker::Broker;
@@ -25,19 +25,6 @@ fn scene() -> Result<(tempfile::TempDir, PathBuf, Broker)> {
     std::fs::create_dir(&log_dir)?;
     let broker = Broker::start(work.path())?;
     Ok((work, log_dir, broker))
-}
-
-/// Records `0..n` of `tag` all arrived, in order, each exactly once.
-fn shipped_once(
-    broker: &Broker,
-    topic: &str,
-    tag: &str,
-    n: usize,
-    agent: &AgentProc,
-) -> Result<Vec<serde_json::Value>> {
-    let (events, check) = read_records(&broker.bootstrap(), topic, tag, n, agent)?;
-    ensure!(check.duplicates == 0, "{check:?}\n{}", agent.log_tail());
-    Ok(events)
 }
 
 fn append_records(path: &Path, tag: &str, range: std::ops::Range<usize>) -> Result<()> {

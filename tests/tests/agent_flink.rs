@@ -105,12 +105,7 @@ fn real_flink_logs_arrive_as_written() -> Result<()> {
         Duration::from_secs(180),
         |evs| evs.len() >= total,
     )?;
-    reader.read_until(
-        &mut events,
-        Duration::from_secs(2),
-        Duration::from_secs(4),
-        |_| false,
-    )?;
+    reader.settle(&mut events)?;
 
     let mut got: HashMap<String, Vec<&serde_json::Value>> = HashMap::new();
     for ev in &events {

@@ -239,12 +239,7 @@ fn broker_down_for_20s_loses_nothing() -> Result<()> {
                 .unwrap_or(false)
         },
     )?;
-    reader.read_until(
-        &mut events,
-        Duration::from_secs(2),
-        Duration::from_secs(4),
-        |_| false,
-    )?;
+    reader.settle(&mut events)?;
     let check = check_records(&events, "down", n).with_context(|| agent.log_tail())?;
     eprintln!(
         "broker down 20 s: sent {sent_before} before, {sent_during} at the end of the outage ({in_flight} in flight); \

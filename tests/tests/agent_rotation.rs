@@ -6,20 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use flink_injector_tests::agent::{flink_record, read_records, start_agent, AgentProc};
+use flink_injector_tests::agent::{flink_record, shipped_once, start_agent};
 use flink_injector_tests::broker::Broker;
-
-fn read_all(
-    broker: &Broker,
-    topic: &str,
-    tag: &str,
-    n: usize,
-    agent: &AgentProc,
-) -> Result<Vec<serde_json::Value>> {
-    let (events, check) = read_records(&broker.bootstrap(), topic, tag, n, agent)?;
-    assert_eq!(check.duplicates, 0, "{}", agent.log_tail());
-    Ok(events)
-}
 
 /// log4j's DefaultRolloverStrategy with `%i` and max archives: the live file becomes the
 /// newest archive (highest index); when the window is full `.1` (the oldest) is deleted and
@@ -70,7 +58,7 @@ fn log4j_rotation_while_writing() -> Result<()> {
             log4j_roll(&log_dir, name, 3)?;
         }
     }
-    let events = read_all(&broker, topic, "rot", i, &agent)?;
+    let events = shipped_once(&broker, topic, "rot", i, &agent)?;
     // Each generation's events came from a file of its own identity.
     let files: std::collections::HashSet<String> = events
         .iter()
@@ -114,7 +102,7 @@ fn truncation_restarts_from_zero() -> Result<()> {
     // the changed first line gives it away.
     f.set_len(0)?;
     write(&mut f, 540, 1500)?;
-    read_all(&broker, topic, "tr", 1500, &agent)?;
+    shipped_once(&broker, topic, "tr", 1500, &agent)?;
     assert!(agent.metric("flink_agent_truncations_total")? >= 2.0);
     Ok(())
 }
@@ -141,7 +129,7 @@ fn file_deleted_while_tailed_is_read_to_its_end() -> Result<()> {
     f.write_all(s.as_bytes())?;
     drop(f);
     std::fs::remove_file(&path)?;
-    read_all(&broker, topic, "del", 20_000, &agent)?;
+    shipped_once(&broker, topic, "del", 20_000, &agent)?;
     flink_injector_tests::wait_for("the file to be released", Duration::from_secs(10), || {
         Ok((agent.metric("flink_agent_files_tailed")? == 0.0).then_some(()))
     })?;
