@@ -8,12 +8,16 @@
 //! acknowledgement, so a full window costs one wake-up per quarter window rather than one per
 //! event.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
+/// The counts are the `flink_agent_events_in_flight` / `flink_agent_bytes_in_flight` gauges
+/// themselves: one counter per quantity, read by the window and by Prometheus alike.
 pub struct InFlight {
-    events: AtomicUsize,
-    bytes: AtomicUsize,
+    events: Gauge,
+    bytes: Gauge,
     max_events: usize,
     max_bytes: usize,
     /// The reader is waiting for room.
@@ -22,10 +26,10 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+    pub fn new(max_events: usize, max_bytes: usize, events: Gauge, bytes: Gauge) -> Self {
         Self {
-            events: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
+            events,
+            bytes,
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
             waiting: AtomicBool::new(false),
@@ -47,7 +51,10 @@ impl InFlight {
             tokio::pin!(notified);
             notified.as_mut().enable();
             self.waiting.store(true, Ordering::SeqCst);
-            // A release between the check above and `waiting` would not wake us.
+            // A release between the check above and `waiting` would not wake us. The fence
+            // pairs with the one in `release` (the gauges' own operations are relaxed): either
+            // this check sees that release's counts, or that release sees `waiting`.
+            fence(Ordering::SeqCst);
             if self.try_count(size) {
                 self.waiting.store(false, Ordering::SeqCst);
                 return;
@@ -57,20 +64,21 @@ impl InFlight {
     }
 
     fn try_count(&self, size: usize) -> bool {
-        let events = self.events.load(Ordering::SeqCst);
-        let bytes = self.bytes.load(Ordering::SeqCst);
+        let events = self.events();
+        let bytes = self.bytes();
         let fits = events == 0 || (events < self.max_events && bytes + size <= self.max_bytes);
         if fits {
-            self.events.fetch_add(1, Ordering::SeqCst);
-            self.bytes.fetch_add(size, Ordering::SeqCst);
+            self.events.inc();
+            self.bytes.inc_by(as_i64(size));
         }
         fits
     }
 
     /// Ends the flight of `events` admitted events of `bytes` bytes in all.
     pub fn release(&self, events: usize, bytes: usize) {
-        let events = self.events.fetch_sub(events, Ordering::SeqCst) - events;
-        let bytes = self.bytes.fetch_sub(bytes, Ordering::SeqCst) - bytes;
+        let events = as_usize(self.events.dec_by(as_i64(events))).saturating_sub(events);
+        let bytes = as_usize(self.bytes.dec_by(as_i64(bytes))).saturating_sub(bytes);
+        fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst)
             && (events == 0
                 || (events <= self.max_events / 4 * 3 && bytes <= self.max_bytes / 4 * 3))
@@ -82,13 +90,21 @@ impl InFlight {
 
     /// Events admitted and not yet released.
     pub fn events(&self) -> usize {
-        self.events.load(Ordering::SeqCst)
+        as_usize(self.events.get())
     }
 
     /// Bytes admitted and not yet released.
     pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::SeqCst)
+        as_usize(self.bytes.get())
     }
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn as_usize(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -99,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_room_and_wakes_at_three_quarters() {
-        let w = Arc::new(InFlight::new(4, 1000));
+        let w = Arc::new(InFlight::new(4, 1000, Gauge::default(), Gauge::default()));
         for _ in 0..4 {
             w.admit(10).await;
         }
@@ -123,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn byte_bound_and_oversized_event_goes_alone() {
-        let w = Arc::new(InFlight::new(100, 100));
+        let w = Arc::new(InFlight::new(100, 100, Gauge::default(), Gauge::default()));
         w.admit(60).await;
         let w2 = w.clone();
         let mut big = tokio::spawn(async move { w2.admit(500).await });
@@ -142,7 +158,12 @@ mod tests {
 
     #[tokio::test]
     async fn no_lost_wakeup_under_concurrent_releases() {
-        let w = Arc::new(InFlight::new(8, 1 << 20));
+        let w = Arc::new(InFlight::new(
+            8,
+            1 << 20,
+            Gauge::default(),
+            Gauge::default(),
+        ));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let releaser = {
             let w = w.clone();

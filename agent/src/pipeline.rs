@@ -111,8 +111,6 @@ impl DeliveryHandler for Acks {
         self.acked.fetch_add(events as u64, Ordering::Relaxed);
         self.metrics.events_sent.inc_by(events as u64);
         self.metrics.bytes_sent.inc_by(bytes as u64);
-        self.metrics.events_in_flight.dec_by(events as i64);
-        self.metrics.bytes_in_flight.dec_by(bytes as i64);
     }
 
     fn failed(&self, pending: Pending, error: &KafkaError, payload: &[u8]) {
@@ -204,8 +202,6 @@ impl Shipper {
             seq,
             size,
         };
-        self.acks.metrics.events_in_flight.inc();
-        self.acks.metrics.bytes_in_flight.inc_by(size as i64);
         self.sink.enqueue(&payload, pending).await;
     }
 
@@ -424,7 +420,12 @@ impl Agent {
         let ledger = Arc::new(Mutex::new(Ledger::restore(state)));
         let acks = Arc::new(Acks {
             ledger: ledger.clone(),
-            window: InFlight::new(cfg.max_in_flight_events, cfg.max_in_flight_bytes),
+            window: InFlight::new(
+                cfg.max_in_flight_events,
+                cfg.max_in_flight_bytes,
+                metrics.events_in_flight.clone(),
+                metrics.bytes_in_flight.clone(),
+            ),
             batch: Mutex::new(AckBatch::default()),
             metrics: metrics.clone(),
             acked: AtomicU64::new(0),
