@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use regex::Regex;
 
 /// Raw command line, as clap parses it.
 #[derive(Debug, Clone, Parser)]
@@ -187,10 +186,16 @@ pub struct PodMeta {
     pub component: String,
 }
 
+/// The multi-line start pattern. regex-automata's meta regex (what `regex::Regex` wraps) so
+/// that each file's `Grouper` searches with a cache of its own instead of `regex`'s shared
+/// pool, whose fast path belongs to one thread (the read loop moves between the runtime's
+/// threads; the pool's slow path was ~2% of the agent's CPU, BENCHMARKS.md).
+pub type StartPattern = regex_automata::meta::Regex;
+
 /// Multi-line grouping settings.
 #[derive(Debug, Clone)]
 pub struct MultilineConfig {
-    pub start: Regex,
+    pub start: StartPattern,
     pub max_lines: usize,
     pub max_bytes: usize,
     pub flush_after: Duration,
@@ -402,8 +407,13 @@ impl Config {
             }
         };
 
-        let start = Regex::new(&cli.multiline_start)
-            .map_err(|e| invalid("multiline-start", &cli.multiline_start, e.to_string()))?;
+        let start = StartPattern::new(&cli.multiline_start).map_err(|e| {
+            // The syntax error says what is wrong and where; the build error only which pattern.
+            let why = e
+                .syntax_error()
+                .map_or_else(|| e.to_string(), ToString::to_string);
+            invalid("multiline-start", &cli.multiline_start, why)
+        })?;
         let positive = |flag: &'static str, v: usize| {
             if v == 0 {
                 Err(invalid(flag, "0", "must be at least 1"))
@@ -588,5 +598,9 @@ mod tests {
         assert!(e.to_string().contains("Mars/Olympus"), "{e}");
         let e = Config::from_cli(cli(&["--metrics-listen", "9260"]), None).unwrap_err();
         assert!(e.to_string().contains("--metrics-listen"), "{e}");
+        // The pattern's syntax error itself, not only "error parsing pattern 0".
+        let e = Config::from_cli(cli(&["--multiline-start", "("]), None).unwrap_err();
+        assert!(e.to_string().contains("--multiline-start"), "{e}");
+        assert!(e.to_string().contains("unclosed group"), "{e}");
     }
 }

@@ -45,33 +45,25 @@ struct Pending {
 #[derive(Debug)]
 pub struct Grouper {
     cfg: MultilineConfig,
-    /// The start pattern with a search cache of its own. `regex::Regex` keeps its caches in a
-    /// pool whose fast path belongs to one thread, and the read loop moves between the
-    /// runtime's threads: the pool's slow path was ~2% of the agent's CPU (BENCHMARKS.md).
-    /// `None` only if the pattern, valid for `regex`, were refused here; then `cfg.start` is used.
-    start: Option<(meta::Regex, meta::Cache)>,
+    /// This file's search cache for `cfg.start` (see [`crate::config::StartPattern`]).
+    start_cache: meta::Cache,
     pending: Option<Pending>,
 }
 
 impl Grouper {
     pub fn new(cfg: MultilineConfig) -> Self {
-        let start = meta::Regex::new(cfg.start.as_str()).ok().map(|re| {
-            let cache = re.create_cache();
-            (re, cache)
-        });
         Self {
+            start_cache: cfg.start.create_cache(),
             cfg,
-            start,
             pending: None,
         }
     }
 
     /// Whether `text` begins a new record.
     pub fn is_start(&mut self, text: &str) -> bool {
-        match &mut self.start {
-            Some((re, cache)) => re.is_match_with(cache, &Input::new(text)),
-            None => self.cfg.start.is_match(text),
-        }
+        self.cfg
+            .start
+            .is_match_with(&mut self.start_cache, &Input::new(text))
     }
 
     /// Adds a line; returns the event it closed, if any.
@@ -147,7 +139,7 @@ impl Grouper {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use regex::Regex;
+    use crate::config::StartPattern;
 
     pub(crate) fn cfg() -> MultilineConfig {
         cfg_bounded(500, 512 * 1024)
@@ -155,7 +147,7 @@ pub(crate) mod tests {
 
     pub(crate) fn cfg_bounded(max_lines: usize, max_bytes: usize) -> MultilineConfig {
         MultilineConfig {
-            start: Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}").unwrap(),
+            start: StartPattern::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}").unwrap(),
             max_lines,
             max_bytes,
             flush_after: Duration::from_secs(1),

@@ -47,7 +47,7 @@ struct Run {
 
 fn events_in_memory(text: &str) -> Result<Vec<Vec<u8>>> {
     let cfg = MultilineConfig {
-        start: regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")?,
+        start: flink_agent::config::StartPattern::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")?,
         max_lines: 500,
         max_bytes: 512 * 1024,
         flush_after: Duration::from_secs(1),
