@@ -58,14 +58,19 @@ pub struct Acks {
     /// Only the delivery thread takes it (a replaced producer's last reports aside).
     batch: Mutex<AckBatch>,
     metrics: Metrics,
-    /// Events acknowledged so far. The watchdog turns its changes into the last-ack time
-    /// once a second: reading the clock for every acknowledgement cost more than the rest
-    /// of the acknowledgement.
-    acked: AtomicU64,
     /// Failed deliveries waiting to be sent again, by first-send order, so a batch that
     /// failed together (a dead producer purges everything) goes out again in file order.
     retry: Mutex<BTreeMap<u64, Failed>>,
     retry_wake: Notify,
+}
+
+impl Acks {
+    /// Events acknowledged so far (`flink_agent_events_sent_total`). The watchdog turns its
+    /// changes into the last-ack time once a second: reading the clock for every
+    /// acknowledgement cost more than the rest of the acknowledgement.
+    fn acked(&self) -> u64 {
+        self.metrics.events_sent.get()
+    }
 }
 
 /// Acknowledgements applied together (see [`Acks`]).
@@ -108,7 +113,6 @@ impl DeliveryHandler for Acks {
         b.bytes = 0;
         drop(b);
         self.window.release(events, bytes);
-        self.acked.fetch_add(events as u64, Ordering::Relaxed);
         self.metrics.events_sent.inc_by(events as u64);
         self.metrics.bytes_sent.inc_by(bytes as u64);
     }
@@ -234,12 +238,12 @@ impl Shipper {
         let mut backoff = Duration::from_millis(500);
         loop {
             self.acks.retry_wake.notified().await;
-            let acked_before = self.acks.acked.load(Ordering::Relaxed);
+            let acked_before = self.acks.acked();
             let _gate = self.gate.write().await;
             // Let the rest of a failing batch arrive, so it is re-sent in one ordered pass.
             tokio::time::sleep(backoff).await;
             self.resend_failed().await;
-            let acked_since = self.acks.acked.load(Ordering::Relaxed) > acked_before;
+            let acked_since = self.acks.acked() > acked_before;
             backoff = if acked_since {
                 Duration::from_millis(500)
             } else {
@@ -428,7 +432,6 @@ impl Agent {
             ),
             batch: Mutex::new(AckBatch::default()),
             metrics: metrics.clone(),
-            acked: AtomicU64::new(0),
             retry: Mutex::new(BTreeMap::new()),
             retry_wake: Notify::new(),
         });
@@ -493,7 +496,7 @@ impl Agent {
                 let mut acked = 0;
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let now_acked = shipper.acks.acked.load(Ordering::Relaxed);
+                    let now_acked = shipper.acks.acked();
                     if now_acked != acked {
                         acked = now_acked;
                         last_ack = Instant::now();
