@@ -215,7 +215,7 @@ pub struct Config {
     pub flink_rest: String,
     pub shutdown_timeout: Duration,
     pub pod: PodMeta,
-    pub tz: chrono_tz::Tz,
+    pub tz: crate::zone::Zone,
     pub multiline: MultilineConfig,
     pub max_line_bytes: usize,
     pub max_in_flight_events: usize,
@@ -394,16 +394,16 @@ impl Config {
         }
 
         let tz = match tz_env.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            None => chrono_tz::UTC,
+            None => crate::zone::Zone::UTC,
             // POSIX allows a leading ':' meaning "a file under zoneinfo".
             Some(name) => {
-                name.trim_start_matches(':')
-                    .parse()
-                    .map_err(|_| ConfigError::InvalidEnv {
+                crate::zone::Zone::named(name.trim_start_matches(':')).ok_or_else(|| {
+                    ConfigError::InvalidEnv {
                         var: "TZ",
                         value: name.to_string(),
                         reason: "not an IANA time zone name, e.g. Asia/Shanghai".into(),
-                    })?
+                    }
+                })?
             }
         };
 
@@ -558,7 +558,7 @@ mod tests {
         assert_eq!(c.kafka_properties["linger.ms"], "5");
         assert_eq!(c.kafka_properties["a"], "b=c");
         assert_eq!(c.shutdown_timeout, Duration::from_secs(20));
-        assert_eq!(c.tz, chrono_tz::Asia::Shanghai);
+        assert_eq!(c.tz.name(), "Asia/Shanghai");
         assert!(c.state_file.ends_with(".flink-agent-checkpoints.json"));
         assert!(c.included("a.err"));
     }

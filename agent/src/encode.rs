@@ -306,6 +306,7 @@ pub fn encode(p: &Parsed<'_>, origin: &Origin<'_>, pod: &PodMeta, read_time: &st
 mod tests {
     use super::*;
     use crate::parse::parse;
+    use crate::zone::Zone;
 
     #[test]
     fn event_id_matches_the_documented_format() {
@@ -345,7 +346,7 @@ mod tests {
     #[test]
     fn exact_shape() {
         let text = "2026-11-22 19:03:04,123 ERROR org.apache.flink.Foo [] - failed\njava.lang.IllegalStateException: boom\n\tat x.Y.z(Y.java:1)";
-        let p = parse(text, &chrono_tz::Asia::Shanghai);
+        let p = parse(text, &Zone::named("Asia/Shanghai").unwrap());
         let o = Origin {
             path: "/opt/flink/log/x.log",
             offset: 1234,
@@ -365,7 +366,7 @@ mod tests {
         let text = format!(
             "2026-11-22 19:03:04,123 ERROR a.B [] - x\njava.lang.IllegalStateException: {body}\n\tat x.Y.z(Y.java:1)"
         );
-        let p = parse(&text, &chrono_tz::UTC);
+        let p = parse(&text, &Zone::UTC);
         let o = Origin {
             path: "/l/a.log",
             offset: 7,
@@ -401,7 +402,7 @@ mod tests {
         let text = format!(
             "2026-11-22 11:55:26,584 WARN  {logger} [] - x\njava.lang.IllegalStateException: boom"
         );
-        let p = parse(&text, &chrono_tz::Asia::Shanghai);
+        let p = parse(&text, &Zone::named("Asia/Shanghai").unwrap());
         assert_eq!(p.logger, Some(logger.as_str()));
         let o = Origin {
             path: "/opt/flink/log/x.log",
@@ -424,7 +425,7 @@ mod tests {
 
     #[test]
     fn raw_line_uses_read_time_and_no_error() {
-        let p = parse("demo-print> x", &chrono_tz::UTC);
+        let p = parse("demo-print> x", &Zone::UTC);
         let o = Origin {
             path: "/l/a.out",
             offset: 0,
@@ -453,7 +454,7 @@ mod tests {
             component: String::new(),
         };
         let text = "2026-11-22 19:03:04,123 INFO  a.B [] - \"q\" \\ \u{1} \u{7f} é \u{2028}";
-        let p = parse(text, &chrono_tz::UTC);
+        let p = parse(text, &Zone::UTC);
         let o = Origin {
             path: "/l/\"x\".log",
             offset: u64::MAX,

@@ -3,7 +3,7 @@
 //! Pure core (no I/O): [`lines`], [`multiline`], [`parse`], [`encode`], and the ordering part of
 //! [`checkpoint`]. I/O at the edges: [`tail`] (files), [`kafka`] (producer), [`http`]
 //! (listener), [`pipeline`] (wiring, shutdown), with
-//! [`inflight`] (backpressure).
+//! [`inflight`] (backpressure) and [`zone`] (the pod's time zone).
 
 pub mod checkpoint;
 pub mod config;
@@ -18,3 +18,4 @@ pub mod multiline;
 pub mod parse;
 pub mod pipeline;
 pub mod tail;
+pub mod zone;

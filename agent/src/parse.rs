@@ -7,8 +7,9 @@
 use std::sync::LazyLock;
 
 use chrono::format::{Item, StrftimeItems};
-use chrono::{NaiveDateTime, TimeZone};
-use chrono_tz::Tz;
+use chrono::NaiveDateTime;
+
+use crate::zone::Zone;
 
 // Format strings parsed once: re-parsing them for every event was the agent's biggest
 // single user-space cost in the profile (BENCHMARKS.md). Constant strings, covered by tests.
@@ -50,7 +51,7 @@ pub struct TsCache {
 }
 
 impl TsCache {
-    fn timestamp(&mut self, ts: &str, tz: &Tz) -> Option<String> {
+    fn timestamp(&mut self, ts: &str, tz: &Zone) -> Option<String> {
         let b = ts.as_bytes();
         if !self.prefix.is_empty()
             && b.len() == 23
@@ -82,12 +83,12 @@ impl TsCache {
 }
 
 /// Parses one grouped event.
-pub fn parse<'a>(text: &'a str, tz: &Tz) -> Parsed<'a> {
+pub fn parse<'a>(text: &'a str, tz: &Zone) -> Parsed<'a> {
     parse_cached(text, tz, &mut TsCache::default())
 }
 
 /// [`parse`], reusing the timestamp of the previous event's second.
-pub fn parse_cached<'a>(text: &'a str, tz: &Tz, cache: &mut TsCache) -> Parsed<'a> {
+pub fn parse_cached<'a>(text: &'a str, tz: &Zone, cache: &mut TsCache) -> Parsed<'a> {
     let (first, has_rest) = match memchr::memchr(b'\n', text.as_bytes()) {
         Some(i) => (&text[..i], true),
         None => (text, false),
@@ -140,7 +141,7 @@ fn is_flink_timestamp(ts: &[u8]) -> bool {
         })
 }
 
-fn parse_header<'a>(line: &'a str, tz: &Tz, cache: &mut TsCache) -> Option<Header<'a>> {
+fn parse_header<'a>(line: &'a str, tz: &Zone, cache: &mut TsCache) -> Option<Header<'a>> {
     // "2026-11-22 11:55:26,584 " is 24 ASCII bytes.
     let ts = line.get(..23)?;
     if line.as_bytes().get(23) != Some(&b' ') || !is_flink_timestamp(ts.as_bytes()) {
@@ -179,10 +180,13 @@ fn split_token(s: &str) -> Option<(&str, &str)> {
 }
 
 /// Formats a wall-clock time of the pod's zone as RFC 3339 with its offset.
-pub fn format_ts(naive: NaiveDateTime, tz: &Tz) -> String {
+pub fn format_ts(naive: NaiveDateTime, tz: &Zone) -> String {
     // In a DST overlap the earlier instant is as good a guess as the later; in a gap (a time
     // that never existed) log4j could not have written it, so fall back to UTC, not to nothing.
-    match tz.from_local_datetime(&naive).earliest() {
+    match tz
+        .offset_of_local(naive)
+        .and_then(|offset| naive.and_local_timezone(offset).single())
+    {
         Some(dt) => dt.format_with_items(RFC3339_MS.iter()).to_string(),
         None => naive
             .and_utc()
@@ -264,7 +268,7 @@ mod tests {
     #[test]
     fn simple_line() {
         let l = "2026-11-22 11:57:31,108 INFO  org.apache.flink.client.cli.CliFrontend                      [] - --------";
-        let p = parse(l, &chrono_tz::Asia::Shanghai);
+        let p = parse(l, &Zone::named("Asia/Shanghai").unwrap());
         assert_eq!(
             p.timestamp.as_deref(),
             Some("2026-11-22T11:57:31.108+08:00")
@@ -273,7 +277,7 @@ mod tests {
         assert_eq!(p.logger, Some("org.apache.flink.client.cli.CliFrontend"));
         assert_eq!(p.message, "--------");
         assert_eq!(p.error_type, None);
-        let p = parse(l, &chrono_tz::UTC);
+        let p = parse(l, &Zone::UTC);
         assert_eq!(
             p.timestamp.as_deref(),
             Some("2026-11-22T11:57:31.108+00:00")
@@ -290,11 +294,11 @@ mod tests {
             "2026-11-22 11:55:26,6x8 INFO  a.B [] - x",
             "2026/11/22 11:55:26,628 INFO  a.B [] - x",
         ] {
-            let p = parse(l, &chrono_tz::Europe::Berlin);
+            let p = parse(l, &Zone::named("Europe/Berlin").unwrap());
             assert_eq!(p.timestamp, None, "{l}");
             assert_eq!((p.level, p.logger, p.message), (None, None, l));
         }
-        let p = parse("0026-11-22 11:55:26,628 INFO  a.B [] - x", &chrono_tz::UTC);
+        let p = parse("0026-11-22 11:55:26,628 INFO  a.B [] - x", &Zone::UTC);
         assert_eq!(
             p.timestamp.as_deref(),
             Some("0026-11-22T11:55:26.628+00:00")
@@ -304,7 +308,7 @@ mod tests {
     #[test]
     fn long_logger_and_empty_message() {
         let l = "2026-11-22 11:57:52,409 INFO  org.apache.flink.runtime.checkpoint.ExecutionTrackingCheckpointCoordinatorDeActivator [] - Stopping checkpoint scheduler, current job status: CANCELLING";
-        let p = parse(l, &chrono_tz::UTC);
+        let p = parse(l, &Zone::UTC);
         assert_eq!(
             p.logger,
             Some("org.apache.flink.runtime.checkpoint.ExecutionTrackingCheckpointCoordinatorDeActivator")
@@ -314,24 +318,24 @@ mod tests {
             "Stopping checkpoint scheduler, current job status: CANCELLING"
         );
         let l = "2026-11-22 11:54:01,144 INFO  org.apache.flink.runtime.entrypoint.ClusterEntrypoint        [] - ";
-        let p = parse(l, &chrono_tz::UTC);
+        let p = parse(l, &Zone::UTC);
         assert_eq!(p.message, "");
         assert_eq!(p.level, Some("INFO"));
     }
 
     #[test]
     fn raw_text_when_layout_does_not_match() {
-        let p = parse("demo-print> demo print record 0", &chrono_tz::UTC);
+        let p = parse("demo-print> demo print record 0", &Zone::UTC);
         assert_eq!(p.timestamp, None);
         assert_eq!(p.message, "demo-print> demo print record 0");
-        let p = parse("2026-13-45 99:99:99,000 INFO x [] - y", &chrono_tz::UTC);
+        let p = parse("2026-13-45 99:99:99,000 INFO x [] - y", &Zone::UTC);
         assert_eq!(p.timestamp, None);
     }
 
     #[test]
     fn stack_trace_event_from_fixture() {
         let evs = fixture_events("taskexecutor.log.stacktrace30.txt");
-        let p = parse(&evs[1], &chrono_tz::Europe::Berlin);
+        let p = parse(&evs[1], &Zone::named("Europe/Berlin").unwrap());
         assert_eq!(p.level, Some("WARN"));
         assert_eq!(p.logger, Some("org.apache.flink.runtime.taskmanager.Task"));
         assert_eq!(
@@ -352,7 +356,7 @@ mod tests {
     #[test]
     fn job_failed_and_sql_client_fixtures() {
         let evs = fixture_events("jobmanager-standalonesession.log.jobfailed30.txt");
-        let p = parse(&evs[0], &chrono_tz::UTC);
+        let p = parse(&evs[0], &Zone::UTC);
         assert_eq!(p.error_type, Some("org.apache.flink.runtime.JobException"));
         assert_eq!(
             p.error_message,
@@ -360,7 +364,7 @@ mod tests {
         );
         let evs = fixture_events("sql-client.log.txt");
         assert_eq!(evs.len(), 1);
-        let p = parse(&evs[0], &chrono_tz::UTC);
+        let p = parse(&evs[0], &Zone::UTC);
         assert_eq!(p.level, Some("ERROR"));
         assert_eq!(p.error_type, Some("java.lang.NoClassDefFoundError"));
         assert_eq!(
@@ -373,14 +377,14 @@ mod tests {
     fn preconfiguration_is_not_an_exception() {
         let evs = fixture_events("jobmanager-standalonesession.log.head30.txt");
         for e in &evs {
-            assert_eq!(parse(e, &chrono_tz::UTC).error_type, None, "{e}");
+            assert_eq!(parse(e, &Zone::UTC).error_type, None, "{e}");
         }
     }
 
     #[test]
     fn stderr_uncaught_exception() {
         let t = "Exception in thread \"main\" java.lang.RuntimeException: boom\n\tat a.b.C.main(C.java:1)";
-        let p = parse(t, &chrono_tz::UTC);
+        let p = parse(t, &Zone::UTC);
         assert_eq!(p.error_type, Some("java.lang.RuntimeException"));
         assert_eq!(p.error_message, Some("boom"));
     }
@@ -389,7 +393,7 @@ mod tests {
     fn cached_timestamps_equal_uncached_across_seconds_and_dst() {
         // Europe/Berlin leaves summer time on 2026-10-25 at 03:00 (back to 02:00): the hour
         // 02:xx exists twice; walk through it in steps that often stay in the same second.
-        let tz = chrono_tz::Europe::Berlin;
+        let tz = Zone::named("Europe/Berlin").unwrap();
         let mut cache = TsCache::default();
         let start = chrono::NaiveDate::from_ymd_opt(2026, 10, 25)
             .and_then(|d| d.and_hms_milli_opt(1, 59, 58, 0))
@@ -414,7 +418,7 @@ mod tests {
     #[test]
     fn cache_does_not_accept_bad_milliseconds() {
         let mut cache = TsCache::default();
-        let tz = chrono_tz::UTC;
+        let tz = Zone::UTC;
         let good = "2026-11-22 11:55:26,584 INFO  a.B [] - m";
         assert!(parse_cached(good, &tz, &mut cache).timestamp.is_some());
         for bad in [

@@ -172,7 +172,7 @@ impl Shipper {
         let read_time = match parsed.timestamp {
             Some(_) => String::new(),
             None => parse::format_ts(
-                chrono::Utc::now().with_timezone(&self.cfg.tz).naive_local(),
+                self.cfg.tz.at(chrono::Utc::now()).naive_local(),
                 &self.cfg.tz,
             ),
         };

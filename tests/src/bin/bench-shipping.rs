@@ -62,7 +62,7 @@ fn events_in_memory(text: &str) -> Result<Vec<Vec<u8>>> {
         cluster_id: "bench".into(),
         component: "taskmanager".into(),
     };
-    let tz: chrono_tz::Tz = chrono_tz::UTC;
+    let tz = flink_agent::zone::Zone::UTC;
     let encoder = Encoder::new(&pod);
     let mut ts_cache = TsCache::default();
     let now = Instant::now();
