@@ -41,8 +41,12 @@ fn start() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cfg = Config::from_cli(cli, std::env::var("TZ").ok()).context("invalid configuration")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the read loop, the listeners and the timers. With two workers the read
+    // loop moved between them, and librdkafka's copy of each message was malloc'ed in either
+    // thread's glibc arena: up to twice the in-flight window resident (peak RSS 38-44 MiB
+    // instead of ~31, BENCHMARKS.md). The read loop yields after every read, so /metrics and
+    // the probes are answered while it catches up.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -341,6 +341,9 @@ async fn read_loop(
                 let n = tailer.read(id, PER_FILE_ROUND - round, &mut out);
                 maybe_rescan(&mut tailer, &mut out, false);
                 shipper.ship_all(&mut out).await;
+                // The runtime has one thread (main.rs): sending does not wait while Kafka
+                // keeps up, so without this a backlog would hold off /metrics and the probes.
+                tokio::task::yield_now().await;
                 round += n;
                 if n == 0 {
                     break;
