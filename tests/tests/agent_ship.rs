@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use flink_injector_tests::agent::{
     check_records, checkpoint_offset, default_state_file, flink_record, start_agent,
+    start_agent_under,
 };
 use flink_injector_tests::broker::{Broker, TopicReader};
 
@@ -204,5 +205,66 @@ fn long_empty_and_invalid_utf8_lines() -> Result<()> {
     assert_eq!(events[6]["log"]["offset"], bad_start as u64);
     assert_eq!(msgs[6], "rec e:3 bad \u{fffd}\u{fffd} bytes");
     assert!(msgs[7].starts_with("rec e:4 "));
+    Ok(())
+}
+
+/// Flink's timestamps have no zone: the agent attaches the pod's `TZ`, read from the system
+/// tzdb, or from the copy built into the agent where the system's lacks the zone (a `TZDIR`
+/// holding no zones stands for an old or stripped tzdb; an empty or missing one would send
+/// jiff on to /usr/share/zoneinfo).
+#[test]
+fn timestamps_get_the_offset_of_the_pods_zone() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let broker = Broker::start(work.path())?;
+    let lines = "2026-01-15 10:00:00,000 INFO  org.example.Zone [] - winter\n\
+                 2026-07-15 10:00:00,000 INFO  org.example.Zone [] - summer\n";
+    let no_tzdb = work.path().join("zoneinfo-without-zones");
+    std::fs::create_dir(&no_tzdb)?;
+    std::fs::write(no_tzdb.join("README"), "no zones here\n")?;
+    let no_tzdb_env = format!("TZDIR={}", no_tzdb.display());
+    for (topic, env, expected) in [
+        (
+            "zone-system",
+            vec!["TZ=Europe/Berlin"],
+            [
+                "2026-01-15T10:00:00.000+01:00",
+                "2026-07-15T10:00:00.000+02:00",
+            ],
+        ),
+        (
+            "zone-bundled",
+            vec!["TZ=Asia/Shanghai", no_tzdb_env.as_str()],
+            [
+                "2026-01-15T10:00:00.000+08:00",
+                "2026-07-15T10:00:00.000+08:00",
+            ],
+        ),
+    ] {
+        let log_dir = work.path().join(topic);
+        std::fs::create_dir(&log_dir)?;
+        std::fs::write(log_dir.join("flink--taskmanager-0-zone.log"), lines)?;
+        let wrapper: Vec<&str> = std::iter::once("env").chain(env).collect();
+        let agent = start_agent_under(
+            &wrapper,
+            &log_dir,
+            work.path(),
+            &broker.bootstrap(),
+            topic,
+            &[],
+        )?;
+        let mut reader = TopicReader::new(&broker.bootstrap(), topic)?;
+        let mut events = Vec::new();
+        reader.read_until(
+            &mut events,
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            |evs| evs.len() >= 2,
+        )?;
+        let got: Vec<&str> = events
+            .iter()
+            .map(|e| e["@timestamp"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(got, expected, "{topic}\n{}", agent.log_tail());
+    }
     Ok(())
 }
