@@ -195,6 +195,14 @@ pub fn format_ts(naive: NaiveDateTime, tz: &Zone) -> String {
     }
 }
 
+/// The current time in the pod's zone, for events without a timestamp of their own: the
+/// offset in force now, also in the hour a DST overlap repeats.
+pub fn format_now(tz: &Zone) -> String {
+    tz.at(chrono::Utc::now())
+        .format_with_items(RFC3339_MS.iter())
+        .to_string()
+}
+
 /// The outermost Java exception of an event: the first line that looks like
 /// `fully.qualified.SomethingException[: message]` (or `Error`/`Throwable`), not a `Caused by:`.
 fn find_exception(text: &str, skip_first: bool, parsed: bool) -> Option<(&str, Option<&str>)> {
@@ -387,6 +395,20 @@ mod tests {
         let p = parse(t, &Zone::UTC);
         assert_eq!(p.error_type, Some("java.lang.RuntimeException"));
         assert_eq!(p.error_message, Some("boom"));
+    }
+
+    #[test]
+    fn events_without_a_timestamp_get_the_current_time_in_the_pods_zone() {
+        let before = chrono::Utc::now();
+        let now = format_now(&Zone::named("Asia/Shanghai").unwrap());
+        let after = chrono::Utc::now();
+        assert!(now.ends_with("+08:00"), "{now}");
+        let parsed = chrono::DateTime::parse_from_rfc3339(&now).unwrap();
+        // Milliseconds are cut, not rounded.
+        assert!(
+            parsed >= before - chrono::Duration::milliseconds(1) && parsed <= after,
+            "{now}"
+        );
     }
 
     #[test]

@@ -171,10 +171,7 @@ impl Shipper {
         // Only events without a timestamp of their own need the read time.
         let read_time = match parsed.timestamp {
             Some(_) => String::new(),
-            None => parse::format_ts(
-                self.cfg.tz.at(chrono::Utc::now()).naive_local(),
-                &self.cfg.tz,
-            ),
+            None => parse::format_now(&self.cfg.tz),
         };
         let (payload, cut) =
             self.encoder
