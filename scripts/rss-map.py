@@ -16,7 +16,6 @@ import collections
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,30 +56,14 @@ def main():
     a = ap.parse_args()
 
     work = tempfile.mkdtemp()
-    port, metrics_port = ship_once.free_port(), ship_once.free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [ship_once.TANSU, "broker", "--listener-url", f"tcp://{bootstrap}",
-         "--advertised-listener-url", f"tcp://{bootstrap}", "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics_port = ship_once.free_port()
+    broker, bootstrap = ship_once.start_broker("rss-map")
     agent = None
     try:
-        ship_once.wait_port(port)
-        ship_once.create_topic(bootstrap, "rss-map")
-        log_dir = os.path.join(work, "log")
-        os.mkdir(log_dir)
-        events = 0
-        if a.corpus:
-            shutil.copy(a.corpus, os.path.join(log_dir, "flink--taskmanager-0-bench.log"))
-            # One event per line that starts with a timestamp; the last waits for the idle flush.
-            with open(a.corpus, "rb") as f:
-                events = sum(1 for line in f if line[:2] == b"20")
-        env = dict(os.environ, TZ="UTC", RUST_LOG="warn", **ship_once.ALLOCATOR_ENV)
-        agent = subprocess.Popen(
-            [a.agent, "--log-dir", log_dir, "--brokers", bootstrap, "--topic", "rss-map",
-             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--flink-rest", "http://127.0.0.1:1",
-             "--pod-name", "bench-pod"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log_dir = ship_once.log_dir_with(work, a.corpus)
+        # The last event waits for the multi-line idle flush: done at all but one.
+        events = ship_once.count_events(a.corpus) if a.corpus else 0
+        agent = ship_once.spawn_agent(a.agent, log_dir, bootstrap, "rss-map", metrics_port)
         if a.corpus:
             t0, peak, at_peak = time.time(), -1, None
             while True:

@@ -78,9 +78,15 @@ def threads(pid):
     return out
 
 
-def run(corpus, agent, events, label, perf):
-    work = tempfile.mkdtemp()
-    port, metrics_port = free_port(), free_port()
+def count_events(corpus):
+    """One event per line that starts with a timestamp (the corpus generator's records)."""
+    with open(corpus, "rb") as f:
+        return sum(1 for line in f if line[:2] == b"20")
+
+
+def start_broker(topic):
+    """A fresh tansu on 127.0.0.1 with `topic` created; returns (process, bootstrap)."""
+    port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     broker = subprocess.Popen(
         [TANSU, "broker", "--listener-url", f"tcp://{bootstrap}",
@@ -88,17 +94,41 @@ def run(corpus, agent, events, label, perf):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        create_topic(bootstrap, "ship-once")
-        log_dir = os.path.join(work, "log")
-        os.mkdir(log_dir)
+        create_topic(bootstrap, topic)
+    except BaseException:
+        broker.kill()
+        broker.wait()
+        raise
+    return broker, bootstrap
+
+
+def log_dir_with(work, corpus):
+    """`work`/log, holding `corpus` under a Flink TaskManager log name if one is given."""
+    log_dir = os.path.join(work, "log")
+    os.mkdir(log_dir)
+    if corpus:
         shutil.copy(corpus, os.path.join(log_dir, "flink--taskmanager-0-bench.log"))
-        env = dict(os.environ, TZ="UTC", RUST_LOG="warn", **ALLOCATOR_ENV)
+    return log_dir
+
+
+def spawn_agent(agent, log_dir, bootstrap, topic, metrics_port):
+    """The agent as the benchmarks run it: the image's allocator settings, Flink unreachable."""
+    env = dict(os.environ, TZ="UTC", RUST_LOG="warn", **ALLOCATOR_ENV)
+    return subprocess.Popen(
+        [agent, "--log-dir", log_dir, "--brokers", bootstrap, "--topic", topic,
+         "--metrics-listen", f"127.0.0.1:{metrics_port}", "--flink-rest", "http://127.0.0.1:1",
+         "--pod-name", "bench-pod"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(corpus, agent, events, label, perf):
+    work = tempfile.mkdtemp()
+    metrics_port = free_port()
+    broker, bootstrap = start_broker("ship-once")
+    try:
+        log_dir = log_dir_with(work, corpus)
         t0 = time.time()
-        p = subprocess.Popen(
-            [agent, "--log-dir", log_dir, "--brokers", bootstrap, "--topic", "ship-once",
-             "--metrics-listen", f"127.0.0.1:{metrics_port}", "--flink-rest", "http://127.0.0.1:1",
-             "--pod-name", "bench-pod"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = spawn_agent(agent, log_dir, bootstrap, "ship-once", metrics_port)
         rec = None
         if perf:
             rec = subprocess.Popen(["perf", "record", "-F", "1999", "-p", str(p.pid), "-o",
@@ -138,9 +168,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--perf", action="store_true")
     a = ap.parse_args()
-    # One event per line that starts with a timestamp (the corpus generator's records).
-    with open(a.corpus, "rb") as f:
-        events = sum(1 for line in f if line[:2] == b"20")
+    events = count_events(a.corpus)
     for r in range(1, a.rounds + 1):
         for agent in a.agents:
             run(a.corpus, agent, events, f"round {r}", a.perf)
