@@ -113,25 +113,32 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// Admitting `size` bytes waits (`why` it must) until `release` frees room, then goes.
+    async fn admitted_only_after(
+        w: &Arc<InFlight>,
+        size: usize,
+        release: (usize, usize),
+        why: &str,
+    ) {
+        let w2 = w.clone();
+        let mut next = tokio::spawn(async move { w2.admit(size).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!next.is_finished(), "admitted too early: {why}");
+        w.release(release.0, release.1);
+        tokio::time::timeout(Duration::from_secs(5), &mut next)
+            .await
+            .unwrap_or_else(|_| panic!("not woken after the release: {why}"))
+            .expect("admit task");
+    }
+
     #[tokio::test]
     async fn waits_for_room_and_wakes_at_three_quarters() {
         let w = Arc::new(InFlight::new(4, 1000, Gauge::default(), Gauge::default()));
         for _ in 0..4 {
             w.admit(10).await;
         }
-        let w2 = w.clone();
-        let mut next = tokio::spawn(async move { w2.admit(10).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !next.is_finished(),
-            "admitted a fifth event into a window of four"
-        );
-        w.release(1, 10);
-        // 3 of 4 in flight: at the wake-up mark, so the waiter gets its room.
-        tokio::time::timeout(Duration::from_secs(5), &mut next)
-            .await
-            .expect("not woken at three quarters")
-            .expect("admit task");
+        // Releasing one leaves 3 of 4 in flight: the wake-up mark, so the waiter gets room.
+        admitted_only_after(&w, 10, (1, 10), "a fifth event in a window of four").await;
         assert_eq!((w.events(), w.bytes()), (4, 40));
         w.release(4, 40);
         assert_eq!((w.events(), w.bytes()), (0, 0));
@@ -141,18 +148,14 @@ mod tests {
     async fn byte_bound_and_oversized_event_goes_alone() {
         let w = Arc::new(InFlight::new(100, 100, Gauge::default(), Gauge::default()));
         w.admit(60).await;
-        let w2 = w.clone();
-        let mut big = tokio::spawn(async move { w2.admit(500).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !big.is_finished(),
-            "500 bytes admitted next to 60 in a 100-byte window"
-        );
-        w.release(1, 60);
-        tokio::time::timeout(Duration::from_secs(5), &mut big)
-            .await
-            .expect("an oversized event must go once the window is empty")
-            .expect("admit task");
+        // An oversized event goes once the window is empty.
+        admitted_only_after(
+            &w,
+            500,
+            (1, 60),
+            "500 bytes next to 60 in a 100-byte window",
+        )
+        .await;
         assert_eq!((w.events(), w.bytes()), (1, 500));
     }
 
