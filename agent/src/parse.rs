@@ -51,14 +51,13 @@ pub struct TsCache {
 }
 
 impl TsCache {
+    /// `ts` formatted, if it is a timestamp in Flink's layout.
     fn timestamp(&mut self, ts: &str, tz: &Zone) -> Option<String> {
         let b = ts.as_bytes();
-        if !self.prefix.is_empty()
-            && b.len() == 23
-            && b[..19] == self.key
-            && b[19] == b','
-            && b[20..].iter().all(u8::is_ascii_digit)
-        {
+        if !is_flink_timestamp(b) {
+            return None;
+        }
+        if !self.prefix.is_empty() && b[..19] == self.key {
             let mut out = String::with_capacity(self.prefix.len() + 4 + self.offset.len());
             out.push_str(&self.prefix);
             out.push('.');
@@ -71,7 +70,7 @@ impl TsCache {
         let naive = fields.to_naive_datetime_with_offset(0).ok()?;
         let formatted = format_ts(naive, tz);
         // `YYYY-MM-DDTHH:MM:SS.mmm+hh:mm`: the cache needs the fixed-width shape.
-        if b.len() >= 19 && formatted.len() > 23 && formatted.as_bytes()[19] == b'.' {
+        if formatted.len() > 23 && formatted.as_bytes()[19] == b'.' {
             self.key.copy_from_slice(&b[..19]);
             self.prefix.clear();
             self.prefix.push_str(&formatted[..19]);
@@ -144,7 +143,7 @@ fn is_flink_timestamp(ts: &[u8]) -> bool {
 fn parse_header<'a>(line: &'a str, tz: &Zone, cache: &mut TsCache) -> Option<Header<'a>> {
     // "2026-11-22 11:55:26,584 " is 24 ASCII bytes.
     let ts = line.get(..23)?;
-    if line.as_bytes().get(23) != Some(&b' ') || !is_flink_timestamp(ts.as_bytes()) {
+    if line.as_bytes().get(23) != Some(&b' ') {
         return None;
     }
     let timestamp = cache.timestamp(ts, tz)?;
