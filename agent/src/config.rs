@@ -188,8 +188,9 @@ pub struct PodMeta {
 
 /// The multi-line start pattern. regex-automata's meta regex (what `regex::Regex` wraps) so
 /// that each file's `Grouper` searches with a cache of its own instead of `regex`'s shared
-/// pool, whose fast path belongs to one thread (the read loop moves between the runtime's
-/// threads; the pool's slow path was ~2% of the agent's CPU, BENCHMARKS.md).
+/// pool, whose fast path belongs to the first thread that used it (when the read loop still
+/// moved between two runtime threads, the pool's slow path was ~2% of the agent's CPU,
+/// BENCHMARKS.md); a cache per file needs no pool, whichever thread reads.
 pub type StartPattern = regex_automata::meta::Regex;
 
 /// Multi-line grouping settings.
