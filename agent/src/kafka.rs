@@ -1,9 +1,14 @@
 //! The Kafka sink: a producer whose delivery reports drive the checkpoint.
 //!
 //! Each message carries a token of the caller's; librdkafka's delivery report hands it back to
-//! a [`DeliveryHandler`] on the producer's polling thread. No task or channel per message:
-//! with one per message, waking tokio for every acknowledgement cost more CPU than reading,
-//! parsing and encoding together (see BENCHMARKS.md).
+//! a [`DeliveryHandler`] in [`Sink::serve_reports`]. No task or channel per message: with one
+//! per message, waking tokio for every acknowledgement cost more CPU than reading, parsing and
+//! encoding together (see BENCHMARKS.md).
+//!
+//! Reports are served on the thread that queues the messages (the runtime's one thread), not
+//! on a thread of their own: librdkafka mallocs its copy of a message where it is queued and
+//! frees it where its report is served, and glibc's arena lock, taken by both threads for
+//! every message, was what made shipping runs fast or slow at random (BENCHMARKS.md).
 //!
 //! librdkafka drops a message whose delivery fails or times out; the handler gets it back
 //! with its payload and the caller re-sends it, so a failed delivery is never counted as sent.
@@ -11,9 +16,8 @@
 //! the producer is then recreated.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -66,15 +70,19 @@ pub fn error_kind(e: &KafkaError) -> String {
 pub struct AgentContext<H> {
     metrics: Metrics,
     handler: Arc<H>,
+    /// Delivery reports handed to the handler: tells [`Sink::serve_reports`] whether a poll
+    /// found any (rdkafka's poll does not say).
+    reports: AtomicU64,
 }
 
-/// Receives delivery reports, on the producer's polling thread: keep it short and non-blocking.
+/// Receives delivery reports, in [`Sink::serve_reports`] (or on the thread that drops a
+/// replaced producer): keep it short and non-blocking.
 pub trait DeliveryHandler: Send + Sync + 'static {
     /// What the caller attaches to a message and gets back with its report.
     type Token: Send + Sync + 'static;
     fn acknowledged(&self, token: Self::Token);
-    /// Called each time the producer's poll returns (every 500 ms; a poll serves every report
-    /// that arrives meanwhile): the latest moment to apply what `acknowledged` gathered.
+    /// Called after each [`Sink::serve_reports`]: the latest moment to apply what
+    /// `acknowledged` gathered.
     fn reports_done(&self) {}
     /// The message was not delivered (failed, timed out, or purged with its producer).
     fn failed(&self, token: Self::Token, error: &KafkaError, payload: &[u8]);
@@ -84,6 +92,7 @@ impl<H: DeliveryHandler> ProducerContext for AgentContext<H> {
     type DeliveryOpaque = Box<H::Token>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: Self::DeliveryOpaque) {
+        self.reports.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(_) => self.handler.acknowledged(*token),
             Err((error, message)) => {
@@ -139,73 +148,18 @@ impl<H: DeliveryHandler> ClientContext for AgentContext<H> {
     }
 }
 
-/// How long one poll of the delivery-report queue lasts. Reports are served as they arrive
-/// within it; it bounds how fast a dropped producer's thread notices it should stop, and how
-/// long a handler may sit on gathered reports.
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// At most this many polls in one [`Sink::serve_reports`]: one poll serves one batch of
+/// reports (a produce response's worth), and the runtime's other tasks wait meanwhile.
+const MAX_POLLS_PER_SERVE: usize = 64;
 
-/// A producer with its own thread serving delivery reports. rdkafka's ThreadedProducer does
-/// the same with a 100 ms poll that spins through the last sub-millisecond of every poll
-/// (its deadline rounds down to a 0 ms wait): 0.7% of a core while the agent is idle, more
-/// than everything else together (perf, see BENCHMARKS.md).
-pub struct PolledProducer<H: DeliveryHandler> {
-    producer: Arc<BaseProducer<AgentContext<H>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl<H: DeliveryHandler> PolledProducer<H> {
-    fn new(producer: BaseProducer<AgentContext<H>>) -> std::io::Result<Self> {
-        let producer = Arc::new(producer);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let producer = producer.clone();
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("kafka-delivery".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        producer.poll(POLL_INTERVAL);
-                        producer.context().handler.reports_done();
-                    }
-                })?
-        };
-        Ok(Self {
-            producer,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    #[allow(clippy::result_large_err)]
-    fn send<'a>(&self, record: Record<'a, H>) -> Result<(), (KafkaError, Record<'a, H>)> {
-        self.producer.send(record)
-    }
-
-    fn client(&self) -> &rdkafka::client::Client<AgentContext<H>> {
-        self.producer.client()
-    }
-}
-
-impl<H: DeliveryHandler> Drop for PolledProducer<H> {
-    /// Stops the poll thread; then the BaseProducer's own drop purges its queue and serves the
-    /// failed reports of what it held (so they are re-sent through the next producer).
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-type Record<'a, H> = BaseRecord<'a, str, [u8], Box<<H as DeliveryHandler>::Token>>;
+type AgentProducer<H> = BaseProducer<AgentContext<H>>;
 
 /// A producer that can be replaced after a fatal error.
 pub struct Sink<H: DeliveryHandler> {
     config: ClientConfig,
     topic: String,
     key: String,
-    current: Mutex<Arc<PolledProducer<H>>>,
+    current: Mutex<Arc<AgentProducer<H>>>,
     metrics: Metrics,
     handler: Arc<H>,
 }
@@ -233,17 +187,15 @@ impl<H: DeliveryHandler> Sink<H> {
         config: &ClientConfig,
         metrics: &Metrics,
         handler: &Arc<H>,
-    ) -> Result<PolledProducer<H>, KafkaError> {
-        let producer = config.create_with_context(AgentContext {
+    ) -> Result<AgentProducer<H>, KafkaError> {
+        config.create_with_context(AgentContext {
             metrics: metrics.clone(),
             handler: handler.clone(),
-        })?;
-        PolledProducer::new(producer).map_err(|e| {
-            KafkaError::ClientCreation(format!("starting the delivery-report thread: {e}"))
+            reports: AtomicU64::new(0),
         })
     }
 
-    fn current(&self) -> Arc<PolledProducer<H>> {
+    fn current(&self) -> Arc<AgentProducer<H>> {
         self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -278,6 +230,25 @@ impl<H: DeliveryHandler> Sink<H> {
         }
     }
 
+    /// Serves the delivery reports (and librdkafka's logs, statistics and errors) that have
+    /// arrived, without waiting, then lets the handler apply what it gathered. Returns how many
+    /// delivery reports it served. Call it often while messages are in flight (their window
+    /// only moves here) and now and then when none are.
+    pub fn serve_reports(&self) -> u64 {
+        let producer = self.current();
+        let reports = &producer.context().reports;
+        let before = reports.load(Ordering::Relaxed);
+        for _ in 0..MAX_POLLS_PER_SERVE {
+            let seen = reports.load(Ordering::Relaxed);
+            producer.poll(Duration::ZERO);
+            if reports.load(Ordering::Relaxed) == seen {
+                break;
+            }
+        }
+        self.handler.reports_done();
+        reports.load(Ordering::Relaxed) - before
+    }
+
     /// Recreates the producer if it is in a fatal state. A new producer is not, so however
     /// many failed deliveries lead here, a fatal producer is replaced once.
     pub fn recover_if_fatal(&self) {
@@ -288,7 +259,8 @@ impl<H: DeliveryHandler> Sink<H> {
         tracing::error!(?code, %reason, "Kafka producer hit a fatal error; recreating it");
         if let Some(old) = self.replace_locked(&mut c) {
             // Dropping a producer purges its queue (every pending delivery fails and is
-            // re-sent through the new one) and joins its thread: not on the runtime.
+            // re-sent through the new one) and waits up to 500 ms for those reports: not on
+            // the runtime.
             std::thread::spawn(move || drop(old));
         }
     }
@@ -298,14 +270,15 @@ impl<H: DeliveryHandler> Sink<H> {
     /// UNKNOWN_PRODUCER_ID forever and librdkafka keeps retrying).
     ///
     /// Returns the old producer: dropping it purges its queue, failing every pending delivery
-    /// (so they are re-sent), and joins its thread, so the caller drops it off the runtime.
-    pub fn replace(&self, why: &str) -> Option<Arc<PolledProducer<H>>> {
+    /// (so they are re-sent), and serves those reports for up to 500 ms, so the caller drops it
+    /// off the runtime.
+    pub fn replace(&self, why: &str) -> Option<Arc<AgentProducer<H>>> {
         let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
         tracing::warn!(reason = why, "recreating the Kafka producer");
         self.replace_locked(&mut c)
     }
 
-    fn replace_locked(&self, c: &mut Arc<PolledProducer<H>>) -> Option<Arc<PolledProducer<H>>> {
+    fn replace_locked(&self, c: &mut Arc<AgentProducer<H>>) -> Option<Arc<AgentProducer<H>>> {
         match Self::create(&self.config, &self.metrics, &self.handler) {
             Ok(p) => {
                 let old = std::mem::replace(c, Arc::new(p));

@@ -1,5 +1,5 @@
-//! The running agent: the read loop (tail -> group -> parse -> encode -> send), the delivery
-//! tasks that turn Kafka acknowledgements into checkpoint progress, the checkpoint writer, and
+//! The running agent: the read loop (tail -> group -> parse -> encode -> send), the report
+//! task that turns Kafka acknowledgements into checkpoint progress, the checkpoint writer, and
 //! the shutdown sequence.
 //!
 //! Backpressure: each event counts in the in-flight window ([`InFlight`]) from before it is
@@ -28,6 +28,13 @@ use rdkafka::error::KafkaError;
 const PER_FILE_ROUND: usize = 1024 * 1024;
 /// How long the loop sleeps when nothing happens and no inotify event wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// How often delivery reports are served while events are in flight. Acknowledgements come a
+/// produce batch at a time (`linger.ms` 20); a report waits at most this long, well within
+/// what the in-flight window holds at full speed.
+const REPORTS_BUSY: Duration = Duration::from_millis(5);
+/// ... and while none are: librdkafka's statistics and logs wait for it, and an idle agent
+/// should not wake more than it must (BENCHMARKS.md, idle cost).
+const REPORTS_IDLE: Duration = Duration::from_millis(500);
 
 /// What travels with an event through librdkafka and comes back with its delivery report.
 pub struct Pending {
@@ -45,13 +52,13 @@ struct Failed {
     payload: Vec<u8>,
 }
 
-/// Turns delivery reports into checkpoint progress and retries. Runs on the producer's
-/// polling thread, so it only takes short locks.
+/// Turns delivery reports into checkpoint progress and retries, in the report task (on the
+/// runtime's thread, between the read loop's steps), so it only takes short locks.
 ///
 /// Acknowledgements are gathered and applied `ACK_BATCH` at a time, or as soon as they
-/// cover everything in flight, or when the producer's poll returns (every 500 ms at most):
-/// the ledger lock, the window and the counters are shared with the read loop, and touching
-/// them for every event made the two threads contend (BENCHMARKS.md).
+/// cover everything in flight, or at the end of each round of serving reports: batched since
+/// the reports were served on a thread of their own, when touching the ledger, the window and
+/// the counters for every event made the two threads contend (BENCHMARKS.md).
 pub struct Acks {
     ledger: Arc<Mutex<Ledger>>,
     window: InFlight,
@@ -62,6 +69,8 @@ pub struct Acks {
     /// failed together (a dead producer purges everything) goes out again in file order.
     retry: Mutex<BTreeMap<u64, Failed>>,
     retry_wake: Notify,
+    /// Events were handed to Kafka: the report task leaves its idle pace.
+    sent: Notify,
 }
 
 impl Acks {
@@ -257,6 +266,7 @@ impl Shipper {
         for re in out.drain(..) {
             self.ship(re).await;
         }
+        self.acks.sent.notify_one();
     }
 
     /// Whether every event sent has been acknowledged.
@@ -372,6 +382,23 @@ async fn read_loop(
     }
 }
 
+/// Serves Kafka's delivery reports for as long as the agent runs: every `REPORTS_BUSY` while
+/// events are in flight, every `REPORTS_IDLE` otherwise. On the runtime's thread, the thread
+/// that queues the messages (see the kafka module).
+async fn serve_reports(sink: Arc<Sink<Acks>>, acks: Arc<Acks>) {
+    loop {
+        sink.serve_reports();
+        if acks.window.events() > 0 {
+            tokio::time::sleep(REPORTS_BUSY).await;
+        } else {
+            tokio::select! {
+                _ = acks.sent.notified() => {}
+                _ = tokio::time::sleep(REPORTS_IDLE) => {}
+            }
+        }
+    }
+}
+
 fn save_checkpoint(cfg: &Config, ledger: &Mutex<Ledger>, metrics: &Metrics, last: &mut u64) {
     let snapshot = {
         let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
@@ -434,6 +461,7 @@ impl Agent {
             metrics: metrics.clone(),
             retry: Mutex::new(BTreeMap::new()),
             retry_wake: Notify::new(),
+            sent: Notify::new(),
         });
         let client = crate::kafka::client_config(&cfg.brokers, &cfg.kafka_properties);
         let sink = Sink::new(
@@ -470,6 +498,7 @@ impl Agent {
             ts_cache: Mutex::new(parse::TsCache::default()),
         });
         let retrier = tokio::spawn(shipper.clone().retry_loop());
+        let reporter = tokio::spawn(serve_reports(self.sink.clone(), self.acks.clone()));
         let tailer = Tailer::new(cfg.clone(), self.ledger.clone(), self.metrics.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut reader = tokio::spawn(read_loop(cfg.clone(), tailer, shipper.clone(), stop_rx));
@@ -543,6 +572,7 @@ impl Agent {
         writer.abort();
         watchdog.abort();
         retrier.abort();
+        reporter.abort();
         let in_flight = self.metrics.events_in_flight.get();
         if in_flight > 0 {
             tracing::warn!(
