@@ -1,15 +1,14 @@
-# flink-agent: the sidecar. librdkafka is compiled in (rdkafka's bundled build); it links OpenSSL
-# and zlib dynamically, so the runtime image carries those two libraries and nothing else.
+# flink-agent: the sidecar, one statically linked executable (glibc, OpenSSL, zlib and
+# librdkafka inside; scripts/build-agent-static.sh says why).
 #   docker build -f docker/agent.Dockerfile -t flink-agent:0.1.0 .
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p flink-agent --bin flink-agent
+RUN scripts/build-agent-static.sh
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1
-COPY --from=build /src/target/release/flink-agent /usr/local/bin/flink-agent
+COPY --from=build /src/target/static/flink-agent /usr/local/bin/flink-agent
 # mimalloc (the agent's allocator) committing and returning memory promptly: ~5 MiB anonymous
 # memory idle instead of ~17 (BENCHMARKS.md).
 ENV MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=1

@@ -8,7 +8,9 @@ secs="${1:-5}"
 lines="${2:-1000000}"
 rounds="${3:-3}"
 scripts/install-test-deps.sh
-cargo build --release -p flink-webhook -p flink-agent -p flink-injector-tests --bins
+cargo build --release -p flink-webhook -p flink-injector-tests --bins
+# The agent as its image ships it (statically linked, see the script).
+agent="$(scripts/build-agent-static.sh)"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 {
@@ -21,11 +23,11 @@ trap 'rm -f "$out"' EXIT
   echo
   echo "### Log shipping ($lines-line corpus written ahead of time, interleaved rounds)"
   echo
-  target/release/bench-shipping target/release/flink-agent "$lines" "$rounds"
+  target/release/bench-shipping "$agent" "$lines" "$rounds"
   echo
   echo "### Flink metrics: one scrape of the agent's /metrics with a real local Flink"
   echo
-  target/release/bench-scrape target/release/flink-agent
+  target/release/bench-scrape "$agent"
 } | tee "$out"
 python3 - "$out" <<'PY'
 import sys, re, pathlib

@@ -74,17 +74,45 @@ pub fn start_agent_under(
     topic: &str,
     extra: &[&str],
 ) -> Result<AgentProc> {
+    let bin = workspace_bin("flink-agent")?;
+    start_agent_bin(&bin, wrapper, log_dir, work_dir, bootstrap, topic, extra)
+}
+
+/// The image's build of the agent, made by `scripts/build-agent-static.sh` (scripts/test.sh
+/// runs it); missing is an error that says so, never a skip.
+pub fn static_agent_bin() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    let bin = target.join("static").join("flink-agent");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: run scripts/build-agent-static.sh first",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// [`start_agent_under`] with a given build of the agent.
+pub fn start_agent_bin(
+    bin: &Path,
+    wrapper: &[&str],
+    log_dir: &Path,
+    work_dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+) -> Result<AgentProc> {
     let metrics_port = free_port()?;
     let stderr = work_dir.join(format!("agent-{metrics_port}.log"));
     let err = std::fs::File::create(&stderr)?;
-    let bin = workspace_bin("flink-agent")?;
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
-            c.args(args).arg(&bin);
+            c.args(args).arg(bin);
             c
         }
-        None => Command::new(&bin),
+        None => Command::new(bin),
     };
     cmd.arg("--log-dir")
         .arg(log_dir)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The agent as its image ships it: one statically linked, position-independent executable
+# (glibc, OpenSSL, zlib and librdkafka inside), copied to target/static/flink-agent, whose path
+# it prints. Static because the idle sidecar's memory is mostly code and data mapped from
+# files: the shared libraries took ~3.8 MiB of it (~1.2 MiB only for the loader to relocate
+# libcrypto), where the parts of them linked in add ~1.9 MiB to the executable's (BENCHMARKS.md).
+# glibc's NSS "files" and "dns" are built into its static library, so broker names resolve as
+# in a dynamic build; what a static glibc cannot do is load librdkafka plugins
+# (plugin.library.paths).
+#   scripts/build-agent-static.sh [extra cargo args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="$(rustc -vV | sed -n 's/^host: //p')"
+# With --target, these flags reach only the target's crates, not build scripts or proc-macros
+# (which cannot be static). They replace .cargo/config.toml's rustflags, so DT_RELR is here too.
+export RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs"
+export OPENSSL_STATIC=1
+cargo build --release --locked --target "$target" -p flink-agent --bin flink-agent "$@" >&2
+mkdir -p target/static
+cp "target/$target/release/flink-agent" target/static/flink-agent
+echo target/static/flink-agent
