@@ -59,60 +59,11 @@ fn put_hex(buf: &mut [u8], at: usize, v: u64, min_digits: usize) -> usize {
     at + digits
 }
 
-impl Serialize for EventId<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; EVENT_ID_MAX];
-        s.serialize_str(self.write(&mut buf))
-    }
-}
-
-/// The part of an event that changes from event to event, after `@timestamp` and `message`
-/// (written by [`push_json_str`]).
-#[derive(Serialize)]
-struct Head<'a> {
-    log: Log<'a>,
-    event: Event<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<Error<'a>>,
-}
-
 /// The part that is the same for every event of the pod.
 #[derive(Serialize)]
 struct Tail<'a> {
     kubernetes: Kubernetes<'a>,
     flink: Flink<'a>,
-}
-
-#[derive(Serialize)]
-struct Log<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    level: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    logger: Option<&'a str>,
-    file: File<'a>,
-    offset: u64,
-    /// `["truncated"]` when the message was cut to fit Kafka's message size, as Filebeat
-    /// marks its truncated lines.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flags: Option<&'static [&'static str]>,
-}
-
-#[derive(Serialize)]
-struct File<'a> {
-    path: &'a str,
-}
-
-#[derive(Serialize)]
-struct Event<'a> {
-    id: EventId<'a>,
-}
-
-#[derive(Serialize)]
-struct Error<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -248,41 +199,54 @@ impl Encoder {
         read_time: &str,
         flags: Option<&'static [&'static str]>,
     ) -> Vec<u8> {
-        let head = Head {
-            log: Log {
-                level: p.level,
-                logger: p.logger,
-                file: File { path: origin.path },
-                offset: origin.offset,
-                flags,
-            },
-            event: Event {
-                id: EventId(origin),
-            },
-            error: p.error_type.map(|kind| Error {
-                kind,
-                message: p.error_message,
-            }),
-        };
         let guess = 200
             + p.message.len()
             + p.logger.map_or(0, str::len)
             + origin.path.len()
             + self.tail.len();
+        // By hand rather than through serde: its string escaping, for these few fields and the
+        // message, was the largest item in the agent's profile (BENCHMARKS.md). The shape is
+        // DESIGN.md's; the tests compare it byte for byte.
         let mut out = Vec::with_capacity(guess);
         out.extend_from_slice(br#"{"@timestamp":"#);
         push_json_str(&mut out, p.timestamp.as_deref().unwrap_or(read_time));
         out.extend_from_slice(br#","message":"#);
         push_json_str(&mut out, p.message);
-        let head_at = out.len();
-        // Serializing plain structs of strings and integers into a Vec cannot fail; an empty
-        // payload would still be shipped and visible rather than silently lost.
-        if serde_json::to_writer(&mut out, &head).is_err() {
-            out.clear();
-            return out;
+        out.extend_from_slice(br#","log":{"#);
+        for (name, value) in [(&br#""level":"#[..], p.level), (br#""logger":"#, p.logger)] {
+            if let Some(value) = value {
+                out.extend_from_slice(name);
+                push_json_str(&mut out, value);
+                out.push(b',');
+            }
         }
-        out[head_at] = b','; // the head's `{` joins it to the two fields before it
-        out.pop(); // and its closing `}`: the tail closes the object
+        out.extend_from_slice(br#""file":{"path":"#);
+        push_json_str(&mut out, origin.path);
+        out.extend_from_slice(br#"},"offset":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(origin.offset).as_bytes());
+        if let Some(flags) = flags {
+            out.extend_from_slice(br#","flags":["#);
+            for (i, flag) in flags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_str(&mut out, flag);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(br#"},"event":{"id":"#);
+        push_json_str(&mut out, EventId(origin).write(&mut [0u8; EVENT_ID_MAX]));
+        out.push(b'}');
+        if let Some(kind) = p.error_type {
+            out.extend_from_slice(br#","error":{"type":"#);
+            push_json_str(&mut out, kind);
+            if let Some(message) = p.error_message {
+                out.extend_from_slice(br#","message":"#);
+                push_json_str(&mut out, message);
+            }
+            out.push(b'}');
+        }
+        // The tail closes the object.
         out.extend_from_slice(&self.tail);
         out
     }
@@ -462,6 +426,60 @@ mod tests {
         let got = String::from_utf8(encode(&p, &o, &pod(), "unused")).unwrap();
         let want = r#"{"@timestamp":"2026-11-22T19:03:04.123+08:00","message":"failed\njava.lang.IllegalStateException: boom\n\tat x.Y.z(Y.java:1)","log":{"level":"ERROR","logger":"org.apache.flink.Foo","file":{"path":"/opt/flink/log/x.log"},"offset":1234},"event":{"id":"801-2a-0000000000000007-1234"},"error":{"type":"java.lang.IllegalStateException","message":"boom"},"kubernetes":{"namespace":"ns","pod":{"name":"p","ip":"10.1.2.3"},"node":{"name":"n"},"container":{"name":"flink-main-container"}},"flink":{"cluster_id":"my-job","component":"jobmanager"}}"#;
         assert_eq!(got, want);
+    }
+
+    /// Every combination of the optional fields gives valid JSON with exactly the fields
+    /// that are there (the exact-shape test pins the bytes of the full one).
+    #[test]
+    fn every_combination_of_optional_fields() {
+        let o = Origin {
+            path: "/l/\"x\".log",
+            offset: 7,
+            dev: 1,
+            ino: 2,
+            fingerprint: 3,
+        };
+        for bits in 0..32u8 {
+            let has = |i: u8| bits & (1 << i) != 0;
+            let p = Parsed {
+                timestamp: has(0).then(|| "2026-11-22T19:03:04.123Z".to_string()),
+                level: has(1).then_some("WARN"),
+                logger: has(2).then_some("a.\"B\""),
+                message: "m\n\tat x",
+                error_type: has(3).then_some("java.io.IOException"),
+                error_message: has(3).then_some("e\u{1}").filter(|_| has(4)),
+            };
+            let flags: Option<&'static [&'static str]> = has(4).then_some(&["truncated"]);
+            let out = Encoder::new(&pod()).encode_flagged(&p, &o, "2026-01-01T00:00:00Z", flags);
+            let got: serde_json::Value = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("{bits}: {e}: {}", String::from_utf8_lossy(&out)));
+            let mut log = serde_json::json!({"file": {"path": o.path}, "offset": 7});
+            if let Some(l) = p.level {
+                log["level"] = l.into();
+            }
+            if let Some(l) = p.logger {
+                log["logger"] = l.into();
+            }
+            if let Some(f) = flags {
+                log["flags"] = f.to_vec().into();
+            }
+            let mut want = serde_json::json!({
+                "@timestamp": p.timestamp.as_deref().unwrap_or("2026-01-01T00:00:00Z"),
+                "message": p.message,
+                "log": log,
+                "event": {"id": "1-2-0000000000000003-7"},
+                "kubernetes": got["kubernetes"].clone(),
+                "flink": got["flink"].clone(),
+            });
+            if let Some(t) = p.error_type {
+                want["error"] = serde_json::json!({"type": t});
+                if let Some(m) = p.error_message {
+                    want["error"]["message"] = m.into();
+                }
+            }
+            assert_eq!(got, want, "combination {bits}");
+            assert_eq!(got["kubernetes"]["pod"]["name"], "p");
+        }
     }
 
     #[test]
