@@ -15,7 +15,7 @@ target="$(rustc -vV | sed -n 's/^host: //p')"
 # (which cannot be static). They replace .cargo/config.toml's rustflags, so DT_RELR is here too.
 # Identical code folded (--icf=safe: only functions whose address is never taken; the C
 # objects, without address-significance tables, keep theirs) and fat LTO in one unit: the
-# code is ~2 MB smaller, and ~0.5 MiB less of it is resident (BENCHMARKS.md).
+# executable is ~2 MB smaller, and 0.5-0.9 MiB less of it is resident (BENCHMARKS.md).
 export RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--icf=safe"
 export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 export OPENSSL_STATIC=1
