@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The agent as its image ships it: one statically linked, position-independent executable
-# (glibc, OpenSSL, zlib and librdkafka inside), copied to target/static/flink-agent, whose path
+# (glibc, OpenSSL, zlib and librdkafka inside), copied to target/static/flink-agent (under
+# CARGO_TARGET_DIR if set), whose path
 # it prints. Static because the idle sidecar's memory is mostly code and data mapped from
 # files: the shared libraries took ~3.8 MiB of it (~1.2 MiB only for the loader to relocate
 # libcrypto), where the parts of them linked in add ~1.9 MiB to the executable's (BENCHMARKS.md).
@@ -20,6 +21,7 @@ export RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative
 export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 export OPENSSL_STATIC=1
 cargo build --release --locked --target "$target" -p flink-agent --bin flink-agent "$@" >&2
-mkdir -p target/static
-cp "target/$target/release/flink-agent" target/static/flink-agent
-echo target/static/flink-agent
+out="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$out/static"
+cp "$out/$target/release/flink-agent" "$out/static/flink-agent"
+echo "$out/static/flink-agent"

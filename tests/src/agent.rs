@@ -81,10 +81,7 @@ pub fn start_agent_under(
 /// The image's build of the agent, made by `scripts/build-agent-static.sh` (scripts/test.sh
 /// runs it); missing is an error that says so, never a skip.
 pub fn static_agent_bin() -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"));
-    let bin = target.join("static").join("flink-agent");
+    let bin = crate::target_dir().join("static").join("flink-agent");
     anyhow::ensure!(
         bin.exists(),
         "{} is missing: run scripts/build-agent-static.sh first",

@@ -35,6 +35,13 @@ pub fn tool(rel: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Cargo's target dir: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// A binary of this workspace, built by `cargo build --workspace --bins` (scripts/test.sh does it).
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     // Test executables live in target/<profile>/deps; the binaries one level up.
@@ -43,10 +50,7 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
         candidates.push(profile_dir.join(name));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    candidates.push(target.join("debug").join(name));
+    candidates.push(target_dir().join("debug").join(name));
     candidates
         .into_iter()
         .find(|p| p.exists())
