@@ -3,7 +3,8 @@
 //! The read loop admits each event before handing it to Kafka and waits while the bounds are
 //! reached; acknowledgements release their events, a batch of delivery reports at a time.
 //! Atomics instead of two tokio semaphores: a semaphore release takes its waiter-list mutex,
-//! on the delivery thread, against the read loop's acquires (BENCHMARKS.md).
+//! which, when reports had a thread of their own, contended with the read loop's acquires
+//! (BENCHMARKS.md).
 //! A waiting reader is woken once the window has drained to three quarters, not for every
 //! acknowledgement, so a full window costs one wake-up per quarter window rather than one per
 //! event.

@@ -231,13 +231,12 @@ impl<H: DeliveryHandler> Sink<H> {
     }
 
     /// Serves the delivery reports (and librdkafka's logs, statistics and errors) that have
-    /// arrived, without waiting, then lets the handler apply what it gathered. Returns how many
-    /// delivery reports it served. Call it often while messages are in flight (their window
-    /// only moves here) and now and then when none are.
-    pub fn serve_reports(&self) -> u64 {
+    /// arrived, without waiting, then lets the handler apply what it gathered. Call it often
+    /// while messages are in flight (their window only moves here) and now and then when none
+    /// are.
+    pub fn serve_reports(&self) {
         let producer = self.current();
         let reports = &producer.context().reports;
-        let before = reports.load(Ordering::Relaxed);
         for _ in 0..MAX_POLLS_PER_SERVE {
             let seen = reports.load(Ordering::Relaxed);
             producer.poll(Duration::ZERO);
@@ -246,7 +245,6 @@ impl<H: DeliveryHandler> Sink<H> {
             }
         }
         self.handler.reports_done();
-        reports.load(Ordering::Relaxed) - before
     }
 
     /// Recreates the producer if it is in a fatal state. A new producer is not, so however

@@ -56,13 +56,15 @@ struct Failed {
 /// runtime's thread, between the read loop's steps), so it only takes short locks.
 ///
 /// Acknowledgements are gathered and applied `ACK_BATCH` at a time, or as soon as they
-/// cover everything in flight, or at the end of each round of serving reports: batched since
-/// the reports were served on a thread of their own, when touching the ledger, the window and
-/// the counters for every event made the two threads contend (BENCHMARKS.md).
+/// cover everything in flight, or at the end of each round of serving reports: one ledger
+/// lock, window release and counter update per batch rather than per event (batched when
+/// reports had a thread of their own and those per-event touches made two threads contend,
+/// BENCHMARKS.md).
 pub struct Acks {
     ledger: Arc<Mutex<Ledger>>,
     window: InFlight,
-    /// Only the delivery thread takes it (a replaced producer's last reports aside).
+    /// Only the report task takes it (a replaced producer's last reports aside, on the thread
+    /// that drops it).
     batch: Mutex<AckBatch>,
     metrics: Metrics,
     /// Failed deliveries waiting to be sent again, by first-send order, so a batch that
