@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The agent as its image ships it: one statically linked, position-independent executable
 # (glibc, OpenSSL, zlib and librdkafka inside), copied to target/static/flink-agent (under
-# CARGO_TARGET_DIR if set), whose path
-# it prints. Static because the idle sidecar's memory is mostly code and data mapped from
+# CARGO_TARGET_DIR if set), whose path it prints. Static because the idle sidecar's memory is mostly code and data mapped from
 # files: the shared libraries took ~3.8 MiB of it (~1.2 MiB only for the loader to relocate
 # libcrypto), where the parts of them linked in add ~1.9 MiB to the executable's (BENCHMARKS.md).
 # glibc's NSS "files" and "dns" are built into its static library, so broker names resolve as

@@ -79,6 +79,13 @@ struct Run {
     broker_cpu: f64,
 }
 
+impl Run {
+    /// Seconds from the first acknowledgement to the end: the run without its start-up.
+    fn after_first_ack(&self) -> Option<f64> {
+        self.first_ack.map(|f| self.secs - f)
+    }
+}
+
 fn events_in_memory(text: &str) -> Result<Vec<Vec<u8>>> {
     let cfg = MultilineConfig {
         start: flink_agent::config::StartPattern::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")?,
@@ -522,7 +529,7 @@ fn main() -> Result<()> {
             runs.push((name, run));
         }
         for (name, r) in &runs {
-            let after = r.first_ack.map(|f| r.secs - f);
+            let after = r.after_first_ack();
             println!(
                 "| {round} | {name} | {:.2} | {} | {} | {:.0} | {:.1} | {:.2} | {:.1} | {} | {:.2} | {:.2} |",
                 r.secs,
@@ -548,9 +555,8 @@ fn main() -> Result<()> {
                 .fold(f64::INFINITY, f64::min)
         };
         ratios.push(best(&|r| Some(r.secs)) / agent.secs);
-        let steady = |r: &Run| r.first_ack.map(|f| r.secs - f);
-        if let Some(a) = steady(agent) {
-            steady_ratios.push(best(&steady) / a);
+        if let Some(a) = agent.after_first_ack() {
+            steady_ratios.push(best(&Run::after_first_ack) / a);
         }
     }
     println!();
