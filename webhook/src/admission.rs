@@ -1,12 +1,10 @@
 //! admission.k8s.io/v1 AdmissionReview in, AdmissionReview out. Decoding and the decision about
 //! what to answer live here; the HTTP server only moves bytes.
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::DynamicObject;
-
 use crate::metrics::{self, AdmissionLabels, Metrics, PartLabels, SkipLabels};
 use crate::patch::{self, MutationContext, Outcome};
 use crate::policy::Policy;
+use crate::review::{Answer, Review};
 
 /// The HTTP status and JSON body to send back.
 #[derive(Debug)]
@@ -18,37 +16,21 @@ pub struct Reply {
 /// A review the webhook cannot answer: 400 with the reason in an AdmissionReview body, so the API
 /// server's error (and the user's event) says what was wrong.
 fn invalid(reason: String) -> Reply {
-    let review = AdmissionResponse::invalid(&reason).into_review();
-    Reply {
-        status: 400,
-        body: serde_json::to_vec(&review).unwrap_or_else(|_| reason.into_bytes()),
-    }
+    reply(400, &Answer::invalid(reason))
 }
 
-fn respond(mut response: AdmissionResponse) -> Reply {
-    // kube-core serializes the patch as an array of numbers; the API server's Go decoder takes that,
-    // but the documented wire form (and what every other webhook sends) is a base64 string.
-    let patch = response.patch.take();
-    let encoded = serde_json::to_value(response.into_review()).map(|mut review| {
-        if let (Some(patch), Some(resp)) = (
-            patch,
-            review.get_mut("response").and_then(|r| r.as_object_mut()),
-        ) {
-            use base64::Engine as _;
-            resp.insert(
-                "patch".into(),
-                serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(patch)),
-            );
-        }
-        review
-    });
-    match encoded.and_then(|review| serde_json::to_vec(&review)) {
-        Ok(body) => Reply { status: 200, body },
+fn reply(status: u16, answer: &Answer) -> Reply {
+    match answer.encode() {
+        Ok(body) => Reply { status, body },
         Err(e) => Reply {
             status: 500,
             body: format!("{{\"error\":\"encoding response: {e}\"}}").into_bytes(),
         },
     }
+}
+
+fn respond(answer: Answer) -> Reply {
+    reply(200, &answer)
 }
 
 /// Decodes `body`, runs the patch engine and encodes the answer. Never panics on any input.
@@ -58,7 +40,7 @@ pub fn review(
     ctx: &MutationContext,
     metrics: &Metrics,
 ) -> (Reply, &'static str) {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+    let review = match Review::decode(body) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "malformed AdmissionReview");
@@ -69,53 +51,45 @@ pub fn review(
             );
         }
     };
-    if review.types.kind != "AdmissionReview" {
+    if review.kind != "AdmissionReview" {
         count(metrics, "unknown", metrics::Outcome::Invalid);
         return (
             invalid(format!(
                 "expected kind AdmissionReview (admission.k8s.io/v1), got {:?}",
-                review.types.kind
+                review.kind
             )),
             "unknown",
         );
     }
-    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            count(metrics, "unknown", metrics::Outcome::Invalid);
-            return (
-                invalid("AdmissionReview has no request".to_string()),
-                "unknown",
-            );
-        }
+    let Some(req) = review.request else {
+        count(metrics, "unknown", metrics::Outcome::Invalid);
+        return (
+            invalid("AdmissionReview has no request".to_string()),
+            "unknown",
+        );
     };
-    let mut response = AdmissionResponse::from(&req);
-    let namespace = req.namespace.clone().unwrap_or_default();
-    let uid = req.uid.clone();
+    let mut response = Answer::allow(req.uid);
+    let namespace = req.namespace.unwrap_or_default();
 
     // A webhook configuration that sends more than Pod CREATEs is a mistake to point out, not a
     // reason to block the cluster: allow, and say so.
     if req.kind.kind != "Pod" || !req.kind.group.is_empty() {
-        response.warnings = Some(vec![format!(
+        response.warnings = vec![format!(
             "flink-webhook only mutates core/v1 Pods, got {}/{}: check the webhook configuration's rules",
             req.kind.group, req.kind.kind
-        )]);
+        )];
         count(metrics, "other", metrics::Outcome::Unchanged);
         skip(metrics, "pod", "not_a_pod");
         return (respond(response), "other");
     }
-    if req.operation != Operation::Create {
+    if req.operation != "CREATE" {
         count(metrics, "other", metrics::Outcome::Unchanged);
         return (respond(response), "other");
     }
-    let Some(object) = req.object.as_ref() else {
-        response.warnings = Some(vec!["AdmissionReview request carries no object".into()]);
+    let Some(pod) = req.object else {
+        response.warnings = vec!["AdmissionReview request carries no object".into()];
         count(metrics, "other", metrics::Outcome::Unchanged);
         return (respond(response), "other");
-    };
-    let pod = match serde_json::to_value(object) {
-        Ok(v) => v,
-        Err(e) => return (invalid(format!("re-encoding the pod: {e}")), "other"),
     };
     let component = component_label(&pod);
     let pod_name = pod_display_name(&pod, &req.name);
@@ -130,12 +104,10 @@ pub fn review(
             skip(metrics, "pod", "opted_out");
             (response, metrics::Outcome::Unchanged)
         }
-        Outcome::Denied { message } => {
-            let mut denied = response.deny(&message);
-            denied.result.code = 403;
-            denied.result.reason = "Forbidden".into();
-            (denied, metrics::Outcome::Denied)
-        }
+        Outcome::Denied { message } => (
+            Answer::deny(response.uid, message),
+            metrics::Outcome::Denied,
+        ),
         Outcome::Mutated {
             patch,
             injected,
@@ -153,18 +125,16 @@ pub fn review(
             for (part, reason) in &skipped {
                 skip(metrics, part.as_str(), reason.label());
                 if let patch::SkipReason::Conflict(why) = reason {
-                    tracing::warn!(uid = %uid, namespace = %namespace, pod = %pod_name,
+                    tracing::warn!(uid = %response.uid, namespace = %namespace, pod = %pod_name,
                         part = part.as_str(), conflict = %why, "part skipped: conflict");
                 }
             }
             let mut response = response;
-            if !warnings.is_empty() {
-                response.warnings = Some(warnings);
-            }
+            response.warnings = warnings;
             if patch.0.is_empty() {
                 (response, metrics::Outcome::Unchanged)
             } else {
-                match response.with_patch(patch) {
+                match response.with_patch(&patch) {
                     Ok(r) => (r, metrics::Outcome::Mutated),
                     Err(e) => {
                         return (
@@ -177,7 +147,7 @@ pub fn review(
         }
     };
     count(metrics, component, result);
-    tracing::info!(uid = %uid, namespace = %namespace, pod = %pod_name, component,
+    tracing::info!(uid = %response.uid, namespace = %namespace, pod = %pod_name, component,
         result = result.as_str(), allowed = response.allowed, "admission");
     (respond(response), component_static(component))
 }
@@ -226,5 +196,124 @@ fn pod_display_name(pod: &serde_json::Value, request_name: &str) -> String {
     {
         Some(g) => format!("{g}<generated>"),
         None => "<unnamed>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use serde_json::{json, Value};
+
+    fn fixtures(rel: &str) -> String {
+        format!("{}/../tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn answer(reply: &Reply) -> Value {
+        serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("reply is not JSON: {e}"))
+    }
+
+    /// The patch the engine makes working on the whole pod, as the reply should carry it.
+    fn whole_pod_patch(
+        policy: &Policy,
+        ns: &str,
+        pod: &Value,
+        ctx: &MutationContext,
+    ) -> Option<Vec<u8>> {
+        match patch::mutate_whole(policy, ns, pod, ctx) {
+            Outcome::Mutated { patch, .. } if !patch.0.is_empty() => {
+                Some(serde_json::to_vec(&patch).unwrap_or_default())
+            }
+            _ => None,
+        }
+    }
+
+    /// Admission decodes only part of the pod (`patch::PodView`); whatever it drops must not change
+    /// the answer: the same patch, or the same denial, as the engine gives for the whole pod.
+    #[test]
+    fn the_wire_path_answers_as_the_engine_does_on_the_whole_pod() {
+        let policies = ["design.yaml", "overrides.yaml"].map(|name| {
+            let text = std::fs::read_to_string(fixtures(&format!("policy/{name}")))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            Policy::from_yaml(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+        });
+        let metrics = Metrics::new();
+        let mut compared = 0;
+        for entry in std::fs::read_dir(fixtures("admission"))
+            .into_iter()
+            .flatten()
+        {
+            let path = entry.map(|e| e.path()).unwrap_or_default();
+            if !path.to_string_lossy().ends_with(".review.json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let review: Value = serde_json::from_str(&text).unwrap_or_default();
+            let mut denied = review.clone();
+            denied["request"]["object"]["metadata"]["annotations"] =
+                json!({"flink-injector.io/timezone": "Mars/Olympus_Mons"});
+            for (review, ns) in [
+                (&review, None),
+                (&review, Some("team-pvc")),
+                (&denied, None),
+            ] {
+                let mut review = review.clone();
+                if let Some(ns) = ns {
+                    review["request"]["namespace"] = json!(ns);
+                }
+                let ns = review["request"]["namespace"].as_str().unwrap_or("");
+                let pod = &review["request"]["object"];
+                let body = serde_json::to_vec(&review).unwrap_or_default();
+                for policy in &policies {
+                    for native_sidecar in [false, true] {
+                        let ctx = MutationContext { native_sidecar };
+                        let (reply, _) = super::review(&body, policy, &ctx, &metrics);
+                        let got = answer(&reply);
+                        let what = format!("{} in {ns}: {got}", path.display());
+                        assert_eq!(reply.status, 200, "{what}");
+                        assert_eq!(got["kind"], "AdmissionReview", "{what}");
+                        assert_eq!(got["response"]["uid"], review["request"]["uid"], "{what}");
+                        let patch = got["response"]["patch"].as_str().map(|b64| {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b64)
+                                .unwrap_or_default()
+                        });
+                        assert_eq!(patch, whole_pod_patch(policy, ns, pod, &ctx), "{what}");
+                        let engine_denies = matches!(
+                            patch::mutate_whole(policy, ns, pod, &ctx),
+                            Outcome::Denied { .. }
+                        );
+                        assert_eq!(got["response"]["allowed"], !engine_denies, "{what}");
+                        if engine_denies {
+                            assert_eq!(got["response"]["status"]["code"], 403, "{what}");
+                        }
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 7 * 3 * 2 * 2);
+    }
+
+    #[test]
+    fn an_object_that_is_not_a_pod_shaped_object_is_a_clear_400() {
+        let metrics = Metrics::new();
+        let policy = Policy::from_yaml("{}").unwrap_or_else(|e| panic!("{e}"));
+        let ctx = MutationContext {
+            native_sidecar: true,
+        };
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "operation": "CREATE", "object": ["not", "a", "pod"]}});
+        let (reply, component) = review(&body.to_string().into_bytes(), &policy, &ctx, &metrics);
+        assert_eq!((reply.status, component), (400, "unknown"));
+        let got = answer(&reply);
+        assert_eq!(got["response"]["allowed"], false);
+        assert_eq!(got["response"]["status"]["code"], 400);
+        let message = got["response"]["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("request.object is not an object"),
+            "{message}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod patch;
 pub mod policy;
 pub mod preview;
 pub mod reload;
+pub mod review;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -1,5 +1,5 @@
-//! Builds the JSON patch by applying every operation to a working copy of the pod as it is
-//! emitted. Later operations then see earlier ones (the second volume of a pod that had none is
+//! Builds the JSON patch by applying every operation to a working copy of the pod (its view, see
+//! `view.rs`) as it is emitted. Later operations then see earlier ones (the second volume of a pod that had none is
 //! `/spec/volumes/-`, not another `/spec/volumes`), and an operation that would not apply is caught
 //! here rather than by the API server.
 use json_patch::jsonptr::PointerBuf;
@@ -55,52 +55,26 @@ impl Path {
     }
 }
 
-/// The parts of the pod that the engine reads or patches. Leaving out the rest (managedFields
-/// alone is a third of a JobManager pod) keeps the copy cheap; every operation's path lies inside
-/// what is kept, so an operation applies to the copy exactly when it applies to the pod.
-fn working_copy(pod: &Value) -> Value {
-    const METADATA: [&str; 2] = ["labels", "annotations"];
-    const SPEC: [&str; 5] = [
-        "volumes",
-        "containers",
-        "initContainers",
-        "hostAliases",
-        "restartPolicy",
-    ];
-    let Value::Object(top) = pod else {
-        return pod.clone();
-    };
-    let pick = |key: &str, keep: &[&str]| {
-        top.get(key).map(|v| match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .filter(|(k, _)| keep.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            other => other.clone(),
-        })
-    };
-    let mut copy = Map::new();
-    for (key, keep) in [("metadata", &METADATA[..]), ("spec", &SPEC[..])] {
-        if let Some(v) = pick(key, keep) {
-            copy.insert(key.to_string(), v);
-        }
-    }
-    Value::Object(copy)
-}
-
 pub struct Editor<'a> {
     original: &'a Value,
+    /// How the working copy is made from the original: its view, or (in tests that check the view
+    /// holds all the engine reads) the whole pod.
+    copy: fn(&Value) -> Value,
     pod: Value,
     ops: Vec<PatchOperation>,
 }
 
 impl<'a> Editor<'a> {
+    #[cfg(test)]
     pub fn new(original: &'a Value) -> Editor<'a> {
+        Editor::copying(original, super::view::prune)
+    }
+
+    pub fn copying(original: &'a Value, copy: fn(&Value) -> Value) -> Editor<'a> {
         Editor {
             original,
-            pod: working_copy(original),
+            copy,
+            pod: copy(original),
             ops: Vec::new(),
         }
     }
@@ -137,12 +111,12 @@ impl<'a> Editor<'a> {
         let result = f(self);
         if result.is_err() && self.ops.len() > len {
             self.ops.truncate(len);
-            self.pod = working_copy(self.original);
+            self.pod = (self.copy)(self.original);
             // These operations applied in this order a moment ago; should replaying them fail
             // anyway, dropping them all still leaves a patch that matches the pod.
             if json_patch::patch(&mut self.pod, &self.ops).is_err() {
                 self.ops.clear();
-                self.pod = working_copy(self.original);
+                self.pod = (self.copy)(self.original);
             }
         }
         result

@@ -10,6 +10,7 @@ mod pod;
 mod resolve;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use serde_json::{json, Value};
 
@@ -20,6 +21,7 @@ pub use editor::escape;
 use editor::{EditError, Editor, Path};
 pub use parts::{LOCALTIME_VOLUME, USRLIB_VOLUME};
 pub use pod::MAIN_CONTAINER;
+pub use view::PodView;
 
 /// What the caller resolved about the cluster: whether the agent goes in as a native sidecar.
 /// Used where the effective policy says `nativeSidecar: auto`; an explicit `true` or `false`
@@ -108,6 +110,27 @@ pub fn is_flink(pod: &Value) -> bool {
 }
 
 pub fn mutate(policy: &Policy, namespace: &str, pod: &Value, ctx: &MutationContext) -> Outcome {
+    mutate_copying(policy, namespace, pod, ctx, view::prune)
+}
+
+/// `mutate` working on a copy of the whole pod rather than its view: what the view must not change.
+#[cfg(test)]
+pub(crate) fn mutate_whole(
+    policy: &Policy,
+    namespace: &str,
+    pod: &Value,
+    ctx: &MutationContext,
+) -> Outcome {
+    mutate_copying(policy, namespace, pod, ctx, Value::clone)
+}
+
+fn mutate_copying(
+    policy: &Policy,
+    namespace: &str,
+    pod: &Value,
+    ctx: &MutationContext,
+    copy: fn(&Value) -> Value,
+) -> Outcome {
     if !is_flink(pod) {
         return Outcome::NotFlink;
     }
@@ -134,7 +157,7 @@ pub fn mutate(policy: &Policy, namespace: &str, pod: &Value, ctx: &MutationConte
         settings: policy.for_namespace(namespace),
         overrides: &overrides,
         ctx,
-        editor: Editor::new(pod),
+        editor: Editor::copying(pod, copy),
         injected: Vec::new(),
         skipped: Vec::new(),
         warnings: overrides.warnings.clone(),
