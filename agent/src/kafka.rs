@@ -172,12 +172,13 @@ impl<H: DeliveryHandler> Sink<H> {
         metrics: Metrics,
         handler: Arc<H>,
     ) -> Result<Self, SinkError> {
-        let producer = Self::create(&config, &metrics, &handler)?;
+        let producer = Arc::new(Self::create(&config, &metrics, &handler)?);
+        prime(&producer, &topic);
         Ok(Self {
             config,
             topic,
             key,
-            current: Mutex::new(Arc::new(producer)),
+            current: Mutex::new(producer),
             metrics,
             handler,
         })
@@ -279,7 +280,9 @@ impl<H: DeliveryHandler> Sink<H> {
     fn replace_locked(&self, c: &mut Arc<AgentProducer<H>>) -> Option<Arc<AgentProducer<H>>> {
         match Self::create(&self.config, &self.metrics, &self.handler) {
             Ok(p) => {
-                let old = std::mem::replace(c, Arc::new(p));
+                let p = Arc::new(p);
+                prime(&p, &self.topic);
+                let old = std::mem::replace(c, p);
                 self.metrics.producer_restarts.inc();
                 Some(old)
             }
@@ -288,5 +291,48 @@ impl<H: DeliveryHandler> Sink<H> {
                 None
             }
         }
+    }
+}
+
+/// Metadata requests made right after a producer is created; see [`prime`].
+const PRIME_REQUESTS: usize = 3;
+const PRIME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Gets the idempotent producer its id as soon as a broker is up. librdkafka asks for one when
+/// a metadata response arrives, else on a 500 ms timer; the first response comes over the
+/// bootstrap connection, which librdkafka then closes for the broker the response named, so
+/// that ask finds no broker up and nothing is sent for 0.5 s, often 1 s. A later request
+/// travels over the named broker once it is up (librdkafka waits for one), and its response
+/// repeats the ask; the first may still go over the bootstrap connection, hence three.
+///
+/// On a thread of its own (the requests block) holding only a weak reference, so a producer
+/// replaced meanwhile is not kept alive; an unreachable Kafka just ends it at the timeout.
+///
+/// Public so that the benchmark's bare producer starts as the agent does.
+pub fn prime<C, P>(producer: &Arc<P>, topic: &str)
+where
+    C: ProducerContext + 'static,
+    P: Producer<C> + Send + Sync + 'static,
+{
+    let weak = Arc::downgrade(producer);
+    let topic = topic.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("kafka-prime".into())
+        .spawn(move || {
+            for _ in 0..PRIME_REQUESTS {
+                let Some(producer) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), PRIME_TIMEOUT)
+                {
+                    tracing::debug!(error = %e, "metadata request at start-up failed");
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "cannot start the metadata request at start-up");
     }
 }
