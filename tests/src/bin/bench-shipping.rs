@@ -154,8 +154,10 @@ fn run_ceiling(bootstrap: &str, topic: &str, events: &[Vec<u8>], how: Ceiling) -
     let config = flink_agent::kafka::client_config(bootstrap, &Default::default());
     match how {
         Ceiling::Threaded => {
-            let producer: ThreadedProducer<CountingRef> =
-                ThreadedProducer::from_config_and_context(&config, counts.clone())?;
+            let producer: Arc<ThreadedProducer<CountingRef>> = Arc::new(
+                ThreadedProducer::from_config_and_context(&config, counts.clone())?,
+            );
+            flink_agent::kafka::prime(&producer, topic);
             send_all(
                 events,
                 topic,
@@ -165,8 +167,10 @@ fn run_ceiling(bootstrap: &str, topic: &str, events: &[Vec<u8>], how: Ceiling) -
             producer.flush(Duration::from_secs(300))?;
         }
         Ceiling::Inline => {
-            let producer: BaseProducer<CountingRef> =
-                BaseProducer::from_config_and_context(&config, counts.clone())?;
+            let producer: Arc<BaseProducer<CountingRef>> = Arc::new(
+                BaseProducer::from_config_and_context(&config, counts.clone())?,
+            );
+            flink_agent::kafka::prime(&producer, topic);
             // Every 256 sends: a poll serves one produce response's reports at a time.
             let mut sent = 0usize;
             let serve = || producer.poll(Duration::ZERO);
