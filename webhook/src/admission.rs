@@ -213,18 +213,20 @@ mod tests {
         serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("reply is not JSON: {e}"))
     }
 
-    /// The patch the engine makes working on the whole pod, as the reply should carry it.
-    fn whole_pod_patch(
+    /// What the engine answers working on the whole pod: the patch as the reply should carry it,
+    /// and whether it denies the pod.
+    fn whole_pod_answer(
         policy: &Policy,
         ns: &str,
         pod: &Value,
         ctx: &MutationContext,
-    ) -> Option<Vec<u8>> {
+    ) -> (Option<Vec<u8>>, bool) {
         match patch::mutate_whole(policy, ns, pod, ctx) {
             Outcome::Mutated { patch, .. } if !patch.0.is_empty() => {
-                Some(serde_json::to_vec(&patch).unwrap_or_default())
+                (Some(serde_json::to_vec(&patch).unwrap_or_default()), false)
             }
-            _ => None,
+            Outcome::Denied { .. } => (None, true),
+            _ => (None, false),
         }
     }
 
@@ -278,11 +280,8 @@ mod tests {
                                 .decode(b64)
                                 .unwrap_or_default()
                         });
-                        assert_eq!(patch, whole_pod_patch(policy, ns, pod, &ctx), "{what}");
-                        let engine_denies = matches!(
-                            patch::mutate_whole(policy, ns, pod, &ctx),
-                            Outcome::Denied { .. }
-                        );
+                        let (want, engine_denies) = whole_pod_answer(policy, ns, pod, &ctx);
+                        assert_eq!(patch, want, "{what}");
                         assert_eq!(got["response"]["allowed"], !engine_denies, "{what}");
                         if engine_denies {
                             assert_eq!(got["response"]["status"]["code"], 403, "{what}");

@@ -76,7 +76,7 @@ async fn main() -> Result<()> {
     flink_injector_tests::issue_certs(std::path::Path::new(&bin), dir.path(), None)?;
     let port = free_port()?;
     let metrics_port = free_port()?;
-    let _server = ChildGuard::spawn(
+    let server = ChildGuard::spawn(
         "flink-webhook",
         flink_injector_tests::webhook::serve_args(
             &mut Command::new(&bin),
@@ -93,7 +93,7 @@ async fn main() -> Result<()> {
 
     // CPU per admission, the webhook's and this client's: on two shared cores the rate moves with
     // whatever else runs, the CPU one admission costs much less.
-    let webhook_pid = _server.child.id();
+    let webhook_pid = server.pid();
     println!("| review | connections | admissions/s | p50 ms | p99 ms | p99.9 ms | requests | webhook CPU µs/admission | client CPU µs/admission |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (label, file) in [

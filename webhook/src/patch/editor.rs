@@ -1,7 +1,7 @@
 //! Builds the JSON patch by applying every operation to a working copy of the pod (its view, see
-//! `view.rs`) as it is emitted. Later operations then see earlier ones (the second volume of a pod that had none is
-//! `/spec/volumes/-`, not another `/spec/volumes`), and an operation that would not apply is caught
-//! here rather than by the API server.
+//! `view.rs`) as it is emitted. Later operations then see earlier ones (the second volume of a pod
+//! that had none is `/spec/volumes/-`, not another `/spec/volumes`), and an operation that would
+//! not apply is caught here rather than by the API server.
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Map, Value};
