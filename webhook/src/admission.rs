@@ -94,7 +94,7 @@ pub fn review(
     let component = component_label(&pod);
     let pod_name = pod_display_name(&pod, &req.name);
 
-    let outcome = patch::mutate(policy, &namespace, &pod, ctx);
+    let outcome = patch::mutate_view(policy, &namespace, pod, ctx);
     let (response, result) = match outcome {
         Outcome::NotFlink => {
             skip(metrics, "pod", "not_flink_pod");
@@ -191,8 +191,9 @@ fn pod_display_name(pod: &serde_json::Value, request_name: &str) -> String {
         return request_name.to_string();
     }
     match pod
-        .pointer("/metadata/generateName")
-        .and_then(|v| v.as_str())
+        .get("metadata")
+        .and_then(|m| m.get("generateName"))
+        .and_then(serde_json::Value::as_str)
     {
         Some(g) => format!("{g}<generated>"),
         None => "<unnamed>".to_string(),

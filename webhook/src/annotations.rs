@@ -72,8 +72,7 @@ pub struct Overrides {
 
 /// The pod's annotations, if it has any (TaskManager pods often have none).
 pub fn of_pod(pod: &Value) -> Option<&Map<String, Value>> {
-    pod.pointer("/metadata/annotations")
-        .and_then(Value::as_object)
+    pod.get("metadata")?.get("annotations")?.as_object()
 }
 
 fn get<'a>(

@@ -42,11 +42,7 @@ fn log_dir(main: &Value, warnings: &mut Vec<String>) -> String {
     }
 }
 
-pub fn inject(
-    ed: &mut Editor<'_>,
-    want: &Agent,
-    warnings: &mut Vec<String>,
-) -> Result<(), SkipReason> {
+pub fn inject(ed: &mut Editor, want: &Agent, warnings: &mut Vec<String>) -> Result<(), SkipReason> {
     let conflict = |reason: String| Err(SkipReason::Conflict(reason));
     let main_index = pod::main_container(ed.pod()).ok_or_else(no_main_container)?;
     let main_path = pod::container_path(List::Main, main_index);

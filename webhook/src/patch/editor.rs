@@ -1,5 +1,6 @@
 //! Builds the JSON patch by applying every operation to a working copy of the pod (its view, see
-//! `view.rs`) as it is emitted. Later operations then see earlier ones (the second volume of a pod
+//! `view.rs`) as it is emitted, with the same `add` as RFC 6902 (the tests apply every patch with
+//! json-patch to the whole pod). Later operations then see earlier ones (the second volume of a pod
 //! that had none is `/spec/volumes/-`, not another `/spec/volumes`), and an operation that would
 //! not apply is caught here rather than by the API server.
 use json_patch::jsonptr::PointerBuf;
@@ -15,8 +16,8 @@ pub enum EditError {
     },
     #[error("invalid pointer {0}")]
     Pointer(String),
-    #[error("{0}")]
-    Patch(#[from] json_patch::PatchError),
+    #[error("cannot add {path}: {why}")]
+    Add { path: String, why: &'static str },
 }
 
 /// RFC 6901: `~` and `/` inside a reference token (annotation keys contain `/`).
@@ -27,6 +28,17 @@ pub fn escape(token: &str) -> String {
     } else {
         token.to_string()
     }
+}
+
+/// An array index as RFC 6901 writes it: digits, no leading zero.
+fn index(token: &str) -> Option<usize> {
+    if token.len() > 1 && token.starts_with('0') {
+        return None;
+    }
+    token
+        .parse()
+        .ok()
+        .filter(|_| token.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn unescape(token: &str) -> std::borrow::Cow<'_, str> {
@@ -55,27 +67,33 @@ impl Path {
     }
 }
 
-pub struct Editor<'a> {
-    original: &'a Value,
-    /// How the working copy is made from the original: its view, or (in tests that check the view
-    /// holds all the engine reads) the whole pod.
-    copy: fn(&Value) -> Value,
-    pod: Value,
-    ops: Vec<PatchOperation>,
+/// How to take back one `add`, newest last: the working copy is the only copy of the pod, so a
+/// failed part is undone in place rather than rebuilt from the original.
+#[derive(Debug)]
+enum Undo {
+    /// The value went into the array at `parent`, at `index`.
+    Inserted { parent: Path, index: usize },
+    /// The value was set as `key` of the map at `parent`, which held `previous` before.
+    Set {
+        parent: Path,
+        key: String,
+        previous: Option<Value>,
+    },
 }
 
-impl<'a> Editor<'a> {
-    #[cfg(test)]
-    pub fn new(original: &'a Value) -> Editor<'a> {
-        Editor::copying(original, super::view::prune)
-    }
+pub struct Editor {
+    pod: Value,
+    ops: Vec<PatchOperation>,
+    undo: Vec<Undo>,
+}
 
-    pub fn copying(original: &'a Value, copy: fn(&Value) -> Value) -> Editor<'a> {
+impl Editor {
+    /// Edits `pod` in place: the caller hands over its own copy (admission decodes one, the view).
+    pub fn new(pod: Value) -> Editor {
         Editor {
-            original,
-            copy,
-            pod: copy(original),
+            pod,
             ops: Vec::new(),
+            undo: Vec::new(),
         }
     }
 
@@ -91,7 +109,18 @@ impl<'a> Editor<'a> {
             .skip(1)
             .try_fold(&self.pod, |value, token| match value {
                 Value::Object(map) => map.get(unescape(token).as_ref()),
-                Value::Array(list) => token.parse::<usize>().ok().and_then(|i| list.get(i)),
+                Value::Array(list) => index(token).and_then(|i| list.get(i)),
+                _ => None,
+            })
+    }
+
+    fn get_mut(&mut self, path: &Path) -> Option<&mut Value> {
+        path.0
+            .split('/')
+            .skip(1)
+            .try_fold(&mut self.pod, |value, token| match value {
+                Value::Object(map) => map.get_mut(unescape(token).as_ref()),
+                Value::Array(list) => index(token).and_then(|i| list.get_mut(i)),
                 _ => None,
             })
     }
@@ -101,37 +130,91 @@ impl<'a> Editor<'a> {
     }
 
     /// Runs `f`; if it fails, the pod and the patch are as they were before, so a part is applied
-    /// whole or not at all. Parts check for conflicts before their first edit, so the rebuild
-    /// (rather than a snapshot on every call) is paid only when an edit fails half-way.
+    /// whole or not at all.
     pub fn transaction<E>(
         &mut self,
-        f: impl FnOnce(&mut Editor<'a>) -> Result<(), E>,
+        f: impl FnOnce(&mut Editor) -> Result<(), E>,
     ) -> Result<(), E> {
         let len = self.ops.len();
         let result = f(self);
-        if result.is_err() && self.ops.len() > len {
+        if result.is_err() {
             self.ops.truncate(len);
-            self.pod = (self.copy)(self.original);
-            // These operations applied in this order a moment ago; should replaying them fail
-            // anyway, dropping them all still leaves a patch that matches the pod.
-            if json_patch::patch(&mut self.pod, &self.ops).is_err() {
-                self.ops.clear();
-                self.pod = (self.copy)(self.original);
+            while self.undo.len() > len {
+                if let Some(undo) = self.undo.pop() {
+                    self.take_back(undo);
+                }
             }
         }
         result
     }
 
+    /// Reverses one `add`. Later adds were taken back first, so the parent is where it was.
+    fn take_back(&mut self, undo: Undo) {
+        match undo {
+            Undo::Inserted { parent, index } => {
+                if let Some(Value::Array(list)) = self.get_mut(&parent) {
+                    if index < list.len() {
+                        list.remove(index);
+                    }
+                }
+            }
+            Undo::Set {
+                parent,
+                key,
+                previous,
+            } => {
+                if let Some(Value::Object(map)) = self.get_mut(&parent) {
+                    match previous {
+                        Some(value) => map.insert(key, value),
+                        None => map.remove(&key),
+                    };
+                }
+            }
+        }
+    }
+
+    /// RFC 6902 `add`, applied to the working copy and recorded in the patch.
     pub fn add(&mut self, path: &Path, value: Value) -> Result<(), EditError> {
         let pointer =
             PointerBuf::parse(path.as_str()).map_err(|_| EditError::Pointer(path.0.clone()))?;
-        let op = PatchOperation::Add(AddOperation {
+        let Some((parent_str, last)) = path.0.rsplit_once('/') else {
+            // Replacing the whole pod is never what a part means to do.
+            return Err(EditError::Pointer(path.0.clone()));
+        };
+        let parent = Path(parent_str.to_string());
+        let cannot = |why: &'static str| EditError::Add {
+            path: path.0.clone(),
+            why,
+        };
+        let undo = match self.get_mut(&parent) {
+            Some(Value::Object(map)) => {
+                let key = unescape(last).into_owned();
+                let previous = map.insert(key.clone(), value.clone());
+                Undo::Set {
+                    parent,
+                    key,
+                    previous,
+                }
+            }
+            Some(Value::Array(list)) => {
+                let at = if last == "-" {
+                    list.len()
+                } else {
+                    index(last)
+                        .filter(|i| *i <= list.len())
+                        .ok_or_else(|| cannot("an index past the end of the array"))?
+                };
+                list.insert(at, value.clone());
+                Undo::Inserted { parent, index: at }
+            }
+            Some(_) => return Err(cannot("inside a value that is neither a map nor an array")),
+            None => return Err(cannot("inside a value that does not exist")),
+        };
+        self.undo.push(undo);
+        self.ops.push(PatchOperation::Add(AddOperation {
             path: pointer,
             value,
-        });
-        // A single `add` that fails changes nothing, so the undo log of `patch` is not needed.
-        json_patch::patch_unsafe(&mut self.pod, std::slice::from_ref(&op))?;
-        self.ops.push(op);
+        }));
         Ok(())
     }
 

@@ -98,19 +98,25 @@ pub enum Outcome {
 
 /// The component label of a Flink pod (`jobmanager`, `taskmanager`), or `other`.
 pub fn component(pod: &serde_json::Value) -> &str {
-    pod.pointer("/metadata/labels/component")
-        .and_then(|v| v.as_str())
-        .unwrap_or("other")
+    // `Value::pointer` would allocate for every token of the path.
+    label(pod, "component").unwrap_or("other")
+}
+
+fn label<'a>(pod: &'a Value, key: &str) -> Option<&'a str> {
+    pod.get("metadata")?.get("labels")?.get(key)?.as_str()
 }
 
 /// Flink's native integration labels every pod it makes this way.
 pub fn is_flink(pod: &Value) -> bool {
-    pod.pointer("/metadata/labels/type").and_then(Value::as_str) == Some("flink-native-kubernetes")
+    label(pod, "type") == Some("flink-native-kubernetes")
         && matches!(component(pod), "jobmanager" | "taskmanager")
 }
 
 pub fn mutate(policy: &Policy, namespace: &str, pod: &Value, ctx: &MutationContext) -> Outcome {
-    mutate_copying(policy, namespace, pod, ctx, view::prune)
+    if !is_flink(pod) {
+        return Outcome::NotFlink;
+    }
+    mutate_view(policy, namespace, view::prune(pod), ctx)
 }
 
 /// `mutate` working on a copy of the whole pod rather than its view: what the view must not change.
@@ -121,20 +127,16 @@ pub(crate) fn mutate_whole(
     pod: &Value,
     ctx: &MutationContext,
 ) -> Outcome {
-    mutate_copying(policy, namespace, pod, ctx, Value::clone)
+    mutate_view(policy, namespace, pod.clone(), ctx)
 }
 
-fn mutate_copying(
-    policy: &Policy,
-    namespace: &str,
-    pod: &Value,
-    ctx: &MutationContext,
-    copy: fn(&Value) -> Value,
-) -> Outcome {
-    if !is_flink(pod) {
+/// `mutate` on the pod's view (`PodView`, `view::prune`), which becomes the working copy: admission
+/// decodes the view and hands it over, so the pod is never copied.
+pub fn mutate_view(policy: &Policy, namespace: &str, pod: Value, ctx: &MutationContext) -> Outcome {
+    if !is_flink(&pod) {
         return Outcome::NotFlink;
     }
-    let existing = annotations::of_pod(pod);
+    let existing = annotations::of_pod(&pod);
     match annotations::opted_out(existing) {
         Ok(true) => return Outcome::OptedOut,
         Ok(false) => {}
@@ -157,7 +159,7 @@ fn mutate_copying(
         settings: policy.for_namespace(namespace),
         overrides: &overrides,
         ctx,
-        editor: Editor::copying(pod, copy),
+        editor: Editor::new(pod),
         injected: Vec::new(),
         skipped: Vec::new(),
         warnings: overrides.warnings.clone(),
@@ -194,7 +196,7 @@ struct Run<'a> {
     settings: &'a Settings,
     overrides: &'a Overrides,
     ctx: &'a MutationContext,
-    editor: Editor<'a>,
+    editor: Editor,
     injected: Vec<Part>,
     skipped: Vec<(Part, SkipReason)>,
     warnings: Vec<String>,

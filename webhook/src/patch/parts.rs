@@ -25,7 +25,7 @@ pub struct Usrlib {
     pub sub_path: Option<String>,
 }
 
-pub fn usrlib(ed: &mut Editor<'_>, want: &Usrlib) -> Result<(), SkipReason> {
+pub fn usrlib(ed: &mut Editor, want: &Usrlib) -> Result<(), SkipReason> {
     let main = pod::main_container(ed.pod()).ok_or_else(no_main_container)?;
     if pod::has_volume(ed.pod(), USRLIB_VOLUME) {
         return Err(conflict(format!(
@@ -98,7 +98,7 @@ fn alias_strings(entry: &Value) -> (&str, Vec<&str>) {
 }
 
 pub fn host_aliases(
-    ed: &mut Editor<'_>,
+    ed: &mut Editor,
     want: &[HostAlias],
     warnings: &mut Vec<String>,
 ) -> Result<(), SkipReason> {
@@ -149,7 +149,7 @@ const LOCALTIME: &str = "/etc/localtime";
 
 /// `localtime`: also mount the node's zone file at /etc/localtime where the part sets TZ.
 pub fn timezone(
-    ed: &mut Editor<'_>,
+    ed: &mut Editor,
     tz: &str,
     localtime: bool,
     warnings: &mut Vec<String>,

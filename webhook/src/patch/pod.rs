@@ -137,5 +137,5 @@ pub fn declares_port(pod: &Value, port: i64) -> Option<&str> {
 }
 
 pub fn restart_policy(pod: &Value) -> Option<&str> {
-    pod.pointer("/spec/restartPolicy").and_then(Value::as_str)
+    pod.get("spec")?.get("restartPolicy")?.as_str()
 }

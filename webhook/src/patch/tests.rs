@@ -1149,7 +1149,7 @@ fn a_part_failing_half_way_leaves_nothing_behind() {
 #[test]
 fn editor_transaction_rolls_back() {
     let original = json!({"spec": {"volumes": [{"name": "a"}]}});
-    let mut ed = editor::Editor::new(&original);
+    let mut ed = editor::Editor::new(original);
     let volumes = editor::Path::new(&["spec", "volumes"]);
     ed.append(&volumes, json!({"name": "b"})).unwrap();
     let failed: Result<(), editor::EditError> = ed.transaction(|ed| {
@@ -1181,6 +1181,72 @@ fn editor_transaction_rolls_back() {
         json!([{"op": "add", "path": "/spec/volumes/-", "value": {"name": "b"}},
             {"op": "add", "path": "/metadata", "value": {"a/b~c": 1}}])
     );
+}
+
+/// Each kind of `add` taken back in place: a replaced key gets its old value back, an added key
+/// goes, an insertion in the middle of an array comes out, and the kept edits stay in the patch.
+#[test]
+fn editor_rollback_restores_replaced_keys_and_inserted_elements() {
+    let original = json!({"metadata": {"annotations": {"k": "old"}},
+        "spec": {"volumes": [{"name": "a"}, {"name": "z"}]}});
+    let mut ed = editor::Editor::new(original.clone());
+    let annotations = editor::Path::new(&["metadata", "annotations"]);
+    let volumes = editor::Path::new(&["spec", "volumes"]);
+    ed.put(&annotations, "kept", json!("yes")).unwrap();
+    let failed: Result<(), editor::EditError> = ed.transaction(|ed| {
+        ed.put(&annotations, "k", json!("new"))?;
+        ed.put(&annotations, "fresh", json!("x"))?;
+        ed.add(&volumes.join(1), json!({"name": "m"}))?;
+        ed.put(&editor::Path::new(&["spec"]), "hostAliases", json!([]))?;
+        assert_eq!(
+            ed.get(&volumes.join(1).join("name")),
+            Some(&json!("m")),
+            "inserted before the old second element"
+        );
+        ed.add(&volumes.join(4), json!({"name": "past-the-end"}))
+    });
+    let Err(e) = failed else {
+        panic!("an index past the end must fail")
+    };
+    assert!(e.to_string().contains("/spec/volumes/4"), "{e}");
+    let mut want = original.clone();
+    want["metadata"]["annotations"]["kept"] = json!("yes");
+    assert_eq!(ed.pod(), &want);
+    let ops = serde_json::to_value(ed.into_ops()).unwrap();
+    assert_eq!(
+        ops,
+        json!([{"op": "add", "path": "/metadata/annotations/kept", "value": "yes"}])
+    );
+}
+
+/// The editor's `add` against json-patch's, for the edge cases a part never hits today.
+#[test]
+fn editor_add_agrees_with_json_patch() {
+    let doc = json!({"m": {"a/b": 1, "~": 2}, "l": [0, 1, 2], "s": "text", "n": null});
+    let cases = [
+        "/m/c", "/m/a~1b", "/m/~0", "/l/0", "/l/3", "/l/-", "/l/4", "/l/01", "/l/+1", "/l/x",
+        "/s/x", "/n/x", "/nope/x", "/m", "/l/1/x",
+    ];
+    for path in cases {
+        let mut theirs = doc.clone();
+        let op: json_patch::Patch =
+            serde_json::from_value(json!([{"op": "add", "path": path, "value": "v"}])).unwrap();
+        let their_result = json_patch::patch(&mut theirs, &op);
+        let mut ed = editor::Editor::new(doc.clone());
+        let path_tokens: Vec<String> = path
+            .split('/')
+            .skip(1)
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let tokens: Vec<&str> = path_tokens.iter().map(String::as_str).collect();
+        let ours = ed.add(&editor::Path::new(&tokens), json!("v"));
+        assert_eq!(ours.is_ok(), their_result.is_ok(), "{path}: {ours:?}");
+        if ours.is_ok() {
+            assert_eq!(ed.pod(), &theirs, "{path}");
+        } else {
+            assert_eq!(ed.pod(), &doc, "{path}: a failed add changes nothing");
+        }
+    }
 }
 
 #[test]
