@@ -59,7 +59,20 @@ impl Path {
     }
 
     pub fn join(&self, token: impl std::fmt::Display) -> Path {
-        Path(format!("{}/{}", self.0, escape(&token.to_string())))
+        // One allocation for the common token with nothing to escape; `format!` with
+        // `escape(&token.to_string())` made three.
+        use std::fmt::Write as _;
+        let mut path = String::with_capacity(self.0.len() + 24);
+        path.push_str(&self.0);
+        path.push('/');
+        let start = path.len();
+        let _ = write!(path, "{token}");
+        if path[start..].contains(['~', '/']) {
+            let escaped = escape(&path[start..]);
+            path.truncate(start);
+            path.push_str(&escaped);
+        }
+        Path(path)
     }
 
     pub fn as_str(&self) -> &str {
