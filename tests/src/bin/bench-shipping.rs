@@ -325,15 +325,158 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// Lines appended at a fixed rate while the agent runs; latency = written (time in the line)
-/// to readable from Kafka. One line per record: a record is closed when the next one starts,
-/// so the gap between lines is part of what is measured, as it is for any multi-line shipper.
-fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Result<()> {
+/// The corpus, cut into the chunks a writer appends every [`TICK`] at a fixed line rate, and
+/// where each record (event) starts, for finding the record an event read from Kafka is.
+struct LiveCorpus {
+    text: String,
+    lines: usize,
+    /// Byte ranges of `text`, one per tick, ending on line ends.
+    chunks: Vec<std::ops::Range<usize>>,
+    /// Each record's first byte, ascending.
+    starts: Vec<u64>,
+    /// The index in `starts` of the first record of each chunk (and the total at the end).
+    first_record: Vec<usize>,
+}
+
+const TICK: Duration = Duration::from_millis(10);
+
+impl LiveCorpus {
+    fn new(rate: usize, seconds: u64) -> LiveCorpus {
+        let mut text = String::new();
+        corpus::generate(rate * seconds as usize, &mut text);
+        let per_tick = (rate as f64 * TICK.as_secs_f64()).max(1.0) as usize;
+        let (mut chunks, mut starts, mut first_record) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut chunk_start, mut in_chunk, mut pos, mut lines) = (0, 0, 0, 0);
+        for line in text.split_inclusive('\n') {
+            if in_chunk == 0 {
+                first_record.push(starts.len());
+            }
+            // Every record of the corpus starts with its timestamp; no trace line does.
+            if line.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+                starts.push(pos as u64);
+            }
+            pos += line.len();
+            lines += 1;
+            in_chunk += 1;
+            if in_chunk == per_tick {
+                chunks.push(chunk_start..pos);
+                (chunk_start, in_chunk) = (pos, 0);
+            }
+        }
+        if in_chunk > 0 {
+            chunks.push(chunk_start..pos);
+        }
+        first_record.push(starts.len());
+        LiveCorpus {
+            text,
+            lines,
+            chunks,
+            starts,
+            first_record,
+        }
+    }
+
+    /// The record that starts at `offset` bytes into the corpus.
+    fn record_at(&self, offset: u64) -> Option<usize> {
+        self.starts.binary_search(&offset).ok()
+    }
+}
+
+/// What a live run measured: latencies in µs, sorted, and the shipper's own costs.
+struct LiveRun {
+    shipper: &'static str,
+    latencies: Vec<u64>,
+    /// From the first chunk written to the last event but one read: the file's last record
+    /// waits for the multi-line idle time, which is in the max latency, not the rate.
+    secs: f64,
+    cpu: Option<f64>,
+    rss: Option<f64>,
+}
+
+/// Writes the corpus chunk by chunk at the tick rate through `emit` (which appends to the log
+/// file, or hands the chunk's events to a producer), noting when each record was released;
+/// meanwhile reads the topic and times every event from its record's release to its arrival.
+/// Latency is keyed on `log.offset` (`base` is where the corpus starts in the shipper's file),
+/// so a multi-line record is timed from its first line, as a person waiting for it would.
+fn live_run(
+    corpus: &Arc<LiveCorpus>,
+    reader: &mut flink_injector_tests::broker::TopicReader,
+    base: u64,
+    emit: impl FnMut(usize) -> Result<()> + Send + 'static,
+) -> Result<(Vec<u64>, f64)> {
+    let released: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..corpus.starts.len())
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    let writer = {
+        let (corpus, released) = (corpus.clone(), released.clone());
+        let mut emit = emit;
+        std::thread::spawn(move || -> Result<()> {
+            let start = Instant::now();
+            for (tick, _) in corpus.chunks.iter().enumerate() {
+                emit(tick)?;
+                let now = unix_micros();
+                for r in corpus.first_record[tick]..corpus.first_record[tick + 1] {
+                    released[r].store(now, Ordering::Release);
+                }
+                let next = start + TICK * (tick as u32 + 1);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            Ok(())
+        })
+    };
+    let total = corpus.starts.len();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let mut seen = vec![false; total];
+    let mut lat = Vec::with_capacity(total);
+    let mut secs = None;
+    while lat.len() < total && Instant::now() < deadline {
+        // One at a time: the time read is when this message arrived, not its batch.
+        let Some(p) = reader.next_message(Duration::from_millis(100)) else {
+            continue;
+        };
+        let now = unix_micros();
+        let v: serde_json::Value = serde_json::from_slice(&p)?;
+        let offset = v["log"]["offset"]
+            .as_u64()
+            .and_then(|o| o.checked_sub(base))
+            .context("a live event without log.offset")?;
+        let record = corpus
+            .record_at(offset)
+            .with_context(|| format!("no record starts at offset {offset}"))?;
+        if std::mem::replace(&mut seen[record], true) {
+            continue; // at-least-once: a duplicate is not a second latency
+        }
+        let written = released[record].load(Ordering::Acquire);
+        lat.push(now.saturating_sub(written));
+        if lat.len() + 1 == total {
+            secs = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    let secs = secs.unwrap_or_else(|| started.elapsed().as_secs_f64());
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    if lat.len() < total {
+        bail!("live: {} of {total} events arrived", lat.len());
+    }
+    lat.sort_unstable();
+    Ok((lat, secs))
+}
+
+/// The agent tailing the corpus as a writer appends it at `rate` lines/s.
+fn live_agent(
+    agent_bin: &str,
+    bootstrap: &str,
+    corpus: &Arc<LiveCorpus>,
+    topic: &str,
+) -> Result<LiveRun> {
     let dir = tempfile::tempdir()?;
     let log_dir = dir.path().join("log");
     std::fs::create_dir(&log_dir)?;
     let port = free_port()?;
-    let topic = "live";
     // Auto-creation would hold the first 0.06-1 s of lines back and decide the p99; so
     // would the reader's own start.
     create_topic(bootstrap, topic)?;
@@ -342,75 +485,125 @@ fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Resu
     reader.wait_ready(Duration::from_secs(20))?;
     let agent = spawn_agent(agent_bin, bootstrap, topic, &log_dir, port)?;
     let path = log_dir.join("flink--taskmanager-0-live.log");
-    // One line first, read back before the clock starts: the agent's producer needs its
-    // idempotent producer id before it sends anything (librdkafka retries that on a 500 ms
-    // timer), which is start-up, not latency. It ships after the 1 s multi-line idle time.
-    std::fs::write(
-        &path,
-        "2026-11-22 00:00:00,000 INFO  org.apache.flink.runtime.taskmanager.Task [] - warm-up\n",
-    )?;
+    // One line first, read back before the clock starts: the producer's id and the first
+    // connection are start-up, not latency. It ships after the 1 s multi-line idle time.
+    let warm_up =
+        "2026-11-22 00:00:00,000 INFO  org.apache.flink.runtime.taskmanager.Task [] - warm-up\n";
+    std::fs::write(&path, warm_up)?;
     if reader.next_message(Duration::from_secs(30)).is_none() {
         bail!("live: the warm-up line did not arrive in 30 s");
     }
-    let total = rate * seconds as usize;
-    let writer = std::thread::spawn(move || -> Result<()> {
+    let cpu0 = cpu_seconds(agent.pid())?;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+    let text = corpus.clone();
+    let (latencies, secs) = live_run(corpus, &mut reader, warm_up.len() as u64, move |tick| {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path)?;
-        let per_tick = (rate / 100).max(1);
-        let start = Instant::now();
-        let mut n = 0usize;
-        let mut tick = 0u32;
-        while n < total {
-            let mut chunk = String::new();
-            for _ in 0..per_tick.min(total - n) {
-                chunk.push_str(&format!(
-                    "2026-11-22 00:00:00,000 INFO  org.apache.flink.runtime.taskmanager.Task{:>32} [] - live seq={n} t={}\n",
-                    "",
-                    unix_micros()
-                ));
-                n += 1;
-            }
-            f.write_all(chunk.as_bytes())?;
-            tick += 1;
-            let next = start + Duration::from_millis(10) * tick;
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-        Ok(())
-    });
-    let mut lat = Vec::with_capacity(total);
-    let deadline = Instant::now() + Duration::from_secs(seconds + 60);
-    while lat.len() < total && Instant::now() < deadline {
-        // One at a time: the time read is when this message arrived, not its batch.
-        if let Some(p) = reader.next_message(Duration::from_millis(100)) {
-            let now = unix_micros();
-            let v: serde_json::Value = serde_json::from_slice(&p)?;
-            let t = v["message"]
-                .as_str()
-                .and_then(|m| m.rsplit_once(" t="))
-                .and_then(|(_, t)| t.parse::<u64>().ok())
-                .context("no t= in a live event")?;
-            lat.push(now.saturating_sub(t));
-        }
+        Ok(file.write_all(text.text[text.chunks[tick].clone()].as_bytes())?)
+    })?;
+    Ok(LiveRun {
+        shipper: "flink-agent",
+        latencies,
+        secs,
+        cpu: Some(cpu_seconds(agent.pid())? - cpu0),
+        rss: Some(status_mib(agent.pid(), "VmHWM")?),
+    })
+}
+
+/// The bare producer sending each chunk's events, grouped and encoded ahead, as the agent
+/// would have read them: the latency floor of the broker, librdkafka's linger and the reader.
+fn live_ceiling(bootstrap: &str, corpus: &Arc<LiveCorpus>, topic: &str) -> Result<LiveRun> {
+    create_topic(bootstrap, topic)?;
+    let mut reader =
+        flink_injector_tests::broker::TopicReader::with_fetch_wait(bootstrap, topic, 5)?;
+    reader.wait_ready(Duration::from_secs(20))?;
+    let events = Arc::new(events_in_memory(&corpus.text)?);
+    if events.len() != corpus.starts.len() {
+        bail!(
+            "live: {} events for {} records",
+            events.len(),
+            corpus.starts.len()
+        );
     }
-    writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
-    if lat.len() < total {
-        bail!("live: {} of {total} events arrived", lat.len());
+    let config = flink_agent::kafka::client_config(bootstrap, &Default::default());
+    let producer: Arc<ThreadedProducer<CountingRef>> = Arc::new(
+        ThreadedProducer::from_config_and_context(&config, CountingRef::default())?,
+    );
+    flink_agent::kafka::prime(&producer, topic);
+    // The same warm-up as the agent's: one event through before the clock starts.
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .key("bench-pod")
+                .payload(b"{}".as_slice()),
+        )
+        .map_err(|(e, _)| e)?;
+    if reader.next_message(Duration::from_secs(30)).is_none() {
+        bail!("live ceiling: the warm-up event did not arrive in 30 s");
     }
-    let cpu = cpu_seconds(agent.pid())?;
-    let peak = status_mib(agent.pid(), "VmHWM")?;
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-    println!("| lines/s written | seconds | events | p50 ms | p99 ms | max ms | agent CPU % of a core | peak RSS MiB |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let (sender, topic_owned, c) = (producer.clone(), topic.to_string(), corpus.clone());
+    let (latencies, secs) = live_run(corpus, &mut reader, 0, move |tick| {
+        let records = c.first_record[tick]..c.first_record[tick + 1];
+        send_all(
+            &events[records],
+            &topic_owned,
+            |r| sender.send(r).err().map(|(_, r)| r),
+            || {},
+        )
+    })?;
+    producer.flush(Duration::from_secs(30))?;
+    Ok(LiveRun {
+        shipper: "bare rdkafka producer (events from memory)",
+        latencies,
+        secs,
+        cpu: None,
+        rss: None,
+    })
+}
+
+/// The corpus appended at a fixed rate: first the bare producer, then the agent.
+fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Result<()> {
+    let corpus = Arc::new(LiveCorpus::new(rate, seconds));
+    let runs = [
+        live_ceiling(bootstrap, &corpus, "live-ceiling")?,
+        live_agent(agent_bin, bootstrap, &corpus, "live-agent")?,
+    ];
+    let mb = corpus.text.len() as f64 / 1e6;
     println!(
-        "| {rate} | {seconds} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {peak:.1} |",
-        lat.len(),
-        pct(0.5),
-        pct(0.99),
-        pct(1.0),
-        cpu / seconds as f64 * 100.0
+        "{} lines ({} events, {mb:.1} MB) in {} chunks of {} ms, {rate} lines/s",
+        corpus.lines,
+        corpus.starts.len(),
+        corpus.chunks.len(),
+        TICK.as_millis()
+    );
+    println!();
+    println!("| shipper | seconds | lines/s | MB/s (log) | p50 ms | p99 ms | max ms | CPU s | CPU s/GB | CPU % of a core | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &runs {
+        let lat = &r.latencies;
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        let or_na = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
+        println!(
+            "| {} | {:.2} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
+            r.shipper,
+            r.secs,
+            corpus.lines as f64 / r.secs,
+            mb / r.secs,
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            or_na(r.cpu.map(|c| format!("{c:.2}"))),
+            or_na(r.cpu.map(|c| format!("{:.1}", c / (mb / 1000.0)))),
+            or_na(r.cpu.map(|c| format!("{:.1}", c / r.secs * 100.0))),
+            or_na(r.rss.map(|m| format!("{m:.1}"))),
+        );
+    }
+    let (floor, agent) = (&runs[0].latencies, &runs[1].latencies);
+    let p = |l: &Vec<u64>, q: f64| l[((l.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    println!();
+    println!(
+        "the agent's latency less the bare producer's: p50 {:+.1} ms, p99 {:+.1} ms",
+        p(agent, 0.5) - p(floor, 0.5),
+        p(agent, 0.99) - p(floor, 0.99)
     );
     Ok(())
 }
@@ -580,7 +773,7 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "Live: the same kind of lines appended at a fixed rate (written to readable from Kafka)"
+        "Live: the same corpus appended at a fixed rate (record written to event readable from Kafka)"
     );
     println!();
     run_live(&agent_bin, &bootstrap, 20_000, 10)?;
