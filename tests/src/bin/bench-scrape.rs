@@ -1,7 +1,9 @@
 //! Scrape benchmark: a real local Flink running a job of 20 vertices x 4 subtasks, the agent in
 //! the JobManager's shape reading its REST API; latency of `GET /metrics` as Prometheus sees it
 //! and the agent's CPU per scrape. Scrapes are 6 s apart, so each one finds the agent's 5 s
-//! cache expired and reads Flink again (the cost of a real scrape every 15 s). Prints Markdown.
+//! cache expired and reads Flink again (the cost of a real scrape every 15 s). Then the sidecar's
+//! idle cost beside that Flink: a minute with nothing to ship and Prometheus's default scrape
+//! interval of 15 s. Prints Markdown.
 //!
 //! Usage: bench-scrape AGENT_BIN [SCRAPES]     (run by scripts/bench.sh)
 
@@ -10,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use flink_injector_tests::agent::http_get;
+use flink_injector_tests::broker::Broker;
 use flink_injector_tests::flink::LocalFlink;
-use flink_injector_tests::procfs::cpu_seconds;
+use flink_injector_tests::procfs::{cpu_seconds, status_mib};
 use flink_injector_tests::{free_port, wait_for, ChildGuard};
 
 fn main() -> Result<()> {
@@ -29,18 +32,22 @@ fn main() -> Result<()> {
 
     let agent_logs = work.path().join("agent-log");
     std::fs::create_dir(&agent_logs)?;
+    // A broker that is up, as in a cluster: an unreachable one would add librdkafka's
+    // reconnection attempts to the idle figures.
+    let broker = Broker::start(work.path())?;
     let port = free_port()?;
     let agent = ChildGuard::spawn(
         "flink-agent",
         Command::new(&agent_bin)
             .arg("--log-dir")
             .arg(&agent_logs)
-            // No broker is needed to serve metrics; shipping just waits.
-            .args(["--brokers", "127.0.0.1:1", "--topic", "unused"])
+            .args(["--brokers", &broker.bootstrap(), "--topic", "unused"])
             .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
             .args(["--flink-rest", &flink.rest_url()])
             .args(["--pod-name", "bench-jm", "--component", "jobmanager"])
             .args(["--cluster-id", "bench"])
+            // As the image runs it (its allocator settings).
+            .envs(flink_injector_tests::ALLOCATOR_ENV)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -98,7 +105,32 @@ fn main() -> Result<()> {
         ms(lat[lat.len() - 1]),
         mean_cpu * 1000.0
     );
+
+    // Idle beside a real Flink: the log dir is empty, Prometheus scrapes every 15 s.
+    let (scrape_every, idle_scrapes) = (Duration::from_secs(15), 4u32);
+    let c0 = cpu_seconds(agent.pid())?;
+    let t0 = Instant::now();
+    for i in 1..=idle_scrapes {
+        let (code, body) = http_get(port, "/metrics")?;
+        if code != 200 || !body.contains("flink_up 1") {
+            bail!("scrape failed: {code}");
+        }
+        std::thread::sleep((t0 + scrape_every * i).saturating_duration_since(Instant::now()));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let idle_cpu = cpu_seconds(agent.pid())? - c0;
+    println!();
+    println!("| idle beside a real Flink | seconds | scrapes | CPU % of a core | RSS MiB | of which anonymous | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| nothing to ship, /metrics every 15 s (Flink's REST API read at each) | {secs:.0} | {idle_scrapes} | {:.2} | {:.1} | {:.1} | {:.1} |",
+        idle_cpu / secs * 100.0,
+        status_mib(agent.pid(), "VmRSS")?,
+        status_mib(agent.pid(), "RssAnon")?,
+        status_mib(agent.pid(), "VmHWM")?
+    );
     drop(agent);
+    drop(broker);
     drop(flink);
     Ok(())
 }
