@@ -151,11 +151,11 @@ impl Editor {
         let len = self.ops.len();
         let result = f(self);
         if result.is_err() {
+            // `ops` and `undo` grow together, one entry per `add`.
             self.ops.truncate(len);
-            while self.undo.len() > len {
-                if let Some(undo) = self.undo.pop() {
-                    self.take_back(undo);
-                }
+            let undone = self.undo.split_off(len);
+            for undo in undone.into_iter().rev() {
+                self.take_back(undo);
             }
         }
         result
