@@ -19,7 +19,7 @@ use flink_agent::encode::{Encoder, Origin};
 use flink_agent::multiline::{Grouper, Line};
 use flink_agent::parse::{parse_cached, TsCache};
 use flink_injector_tests::agent::http_get;
-use flink_injector_tests::broker::{create_topic, Broker};
+use flink_injector_tests::broker::{create_topic, Broker, TopicReader};
 use flink_injector_tests::procfs::{cpu_seconds, status_mib};
 use flink_injector_tests::{corpus, free_port, ChildGuard};
 use rdkafka::config::FromClientConfigAndContext;
@@ -400,9 +400,9 @@ struct LiveRun {
 /// so a multi-line record is timed from its first line, as a person waiting for it would.
 fn live_run(
     corpus: &Arc<LiveCorpus>,
-    reader: &mut flink_injector_tests::broker::TopicReader,
+    reader: &mut TopicReader,
     base: u64,
-    emit: impl FnMut(usize) -> Result<()> + Send + 'static,
+    mut emit: impl FnMut(usize) -> Result<()> + Send + 'static,
 ) -> Result<(Vec<u64>, f64)> {
     let released: Arc<Vec<AtomicU64>> = Arc::new(
         (0..corpus.starts.len())
@@ -411,10 +411,9 @@ fn live_run(
     );
     let writer = {
         let (corpus, released) = (corpus.clone(), released.clone());
-        let mut emit = emit;
         std::thread::spawn(move || -> Result<()> {
             let start = Instant::now();
-            for (tick, _) in corpus.chunks.iter().enumerate() {
+            for tick in 0..corpus.chunks.len() {
                 emit(tick)?;
                 let now = unix_micros();
                 for r in corpus.first_record[tick]..corpus.first_record[tick + 1] {
@@ -466,6 +465,20 @@ fn live_run(
     Ok((lat, secs))
 }
 
+/// A reader on a new topic, assigned and fetching before anything is sent. Auto-creation would
+/// hold the first 0.06-1 s of events back and decide the p99; so would the reader's own start.
+fn fresh_reader(bootstrap: &str, topic: &str) -> Result<TopicReader> {
+    create_topic(bootstrap, topic)?;
+    let mut reader = TopicReader::with_fetch_wait(bootstrap, topic, 5)?;
+    reader.wait_ready(Duration::from_secs(20))?;
+    Ok(reader)
+}
+
+/// The latency at quantile `q` of sorted µs, in ms.
+fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0
+}
+
 /// The agent tailing the corpus as a writer appends it at `rate` lines/s.
 fn live_agent(
     agent_bin: &str,
@@ -477,12 +490,7 @@ fn live_agent(
     let log_dir = dir.path().join("log");
     std::fs::create_dir(&log_dir)?;
     let port = free_port()?;
-    // Auto-creation would hold the first 0.06-1 s of lines back and decide the p99; so
-    // would the reader's own start.
-    create_topic(bootstrap, topic)?;
-    let mut reader =
-        flink_injector_tests::broker::TopicReader::with_fetch_wait(bootstrap, topic, 5)?;
-    reader.wait_ready(Duration::from_secs(20))?;
+    let mut reader = fresh_reader(bootstrap, topic)?;
     let agent = spawn_agent(agent_bin, bootstrap, topic, &log_dir, port)?;
     let path = log_dir.join("flink--taskmanager-0-live.log");
     // One line first, read back before the clock starts: the producer's id and the first
@@ -512,10 +520,7 @@ fn live_agent(
 /// The bare producer sending each chunk's events, grouped and encoded ahead, as the agent
 /// would have read them: the latency floor of the broker, librdkafka's linger and the reader.
 fn live_ceiling(bootstrap: &str, corpus: &Arc<LiveCorpus>, topic: &str) -> Result<LiveRun> {
-    create_topic(bootstrap, topic)?;
-    let mut reader =
-        flink_injector_tests::broker::TopicReader::with_fetch_wait(bootstrap, topic, 5)?;
-    reader.wait_ready(Duration::from_secs(20))?;
+    let mut reader = fresh_reader(bootstrap, topic)?;
     let events = Arc::new(events_in_memory(&corpus.text)?);
     if events.len() != corpus.starts.len() {
         bail!(
@@ -579,8 +584,7 @@ fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Resu
     println!("| shipper | seconds | lines/s | MB/s (log) | p50 ms | p99 ms | max ms | CPU s | CPU s/GB | CPU % of a core | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
-        let lat = &r.latencies;
-        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        let pct = |q: f64| quantile_ms(&r.latencies, q);
         let or_na = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
         println!(
             "| {} | {:.2} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
@@ -598,12 +602,12 @@ fn run_live(agent_bin: &str, bootstrap: &str, rate: usize, seconds: u64) -> Resu
         );
     }
     let (floor, agent) = (&runs[0].latencies, &runs[1].latencies);
-    let p = |l: &Vec<u64>, q: f64| l[((l.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    let gap = |q: f64| quantile_ms(agent, q) - quantile_ms(floor, q);
     println!();
     println!(
         "the agent's latency less the bare producer's: p50 {:+.1} ms, p99 {:+.1} ms",
-        p(agent, 0.5) - p(floor, 0.5),
-        p(agent, 0.99) - p(floor, 0.99)
+        gap(0.5),
+        gap(0.99)
     );
     Ok(())
 }
