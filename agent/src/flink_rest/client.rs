@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::RestError;
@@ -21,13 +20,12 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 /// the JobManager serves the web UI and the scheduler from the same process.
 const MAX_IN_FLIGHT: usize = 8;
 
-/// Where the collector reads JSON from: the real REST API, or fixtures in tests.
+/// Where the collector reads answers from: the real REST API, or fixtures in tests.
 pub trait RestSource: Sync {
-    /// `GET <base><path_and_query>` and parse the body as JSON.
-    fn get_json(
-        &self,
-        path_and_query: &str,
-    ) -> impl Future<Output = Result<Value, RestError>> + Send;
+    /// `GET <base><path_and_query>`: the body of a successful answer. The caller parses it
+    /// straight into the type it expects, not through a `serde_json::Value` that allocates
+    /// every object of the answer once more.
+    fn get(&self, path_and_query: &str) -> impl Future<Output = Result<Bytes, RestError>> + Send;
 }
 
 pub struct HttpSource {
@@ -61,7 +59,7 @@ impl HttpSource {
 }
 
 impl RestSource for HttpSource {
-    async fn get_json(&self, path_and_query: &str) -> Result<Value, RestError> {
+    async fn get(&self, path_and_query: &str) -> Result<Bytes, RestError> {
         if !self.base.starts_with("http://") {
             return Err(RestError::UnsupportedUrl(self.base.clone()));
         }
@@ -92,7 +90,7 @@ impl RestSource for HttpSource {
                 String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             ));
         }
-        serde_json::from_slice(&body).map_err(|e| RestError::Json(path_and_query.to_string(), e))
+        Ok(body)
     }
 }
 

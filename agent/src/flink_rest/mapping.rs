@@ -48,34 +48,36 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 /// Replaces every character the reporter does not allow in a metric name by `_`.
 pub fn sanitize_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    push_sanitized(&mut out, s, true);
+    out
 }
 
 /// The reporter's default label-value filter: every character outside `[a-zA-Z0-9_]` becomes `_`.
 pub fn sanitize_label_value(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    push_sanitized(&mut out, s, false);
+    out
+}
+
+/// Appends `s` with every character outside `[a-zA-Z0-9_]` (and `:` unless `colon`) as `_`.
+fn push_sanitized(out: &mut String, s: &str, colon: bool) {
+    out.extend(s.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':') {
+            c
+        } else {
+            '_'
+        }
+    }));
 }
 
 /// A metric value from the REST API: a JSON string for `?get=`, a number (or `"NaN"`) for
@@ -98,25 +100,38 @@ pub fn parse_value(v: &Value) -> Option<f64> {
     }
 }
 
-/// Formats a value the way the Prometheus text format reads it.
-pub fn format_value(v: f64) -> String {
+/// Appends a value the way the Prometheus text format reads it.
+pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".to_string()
+        out.push_str("NaN");
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
         // Integral values (counters, bytes) print without a trailing ".0".
-        format!("{}", v as i64)
+        let _ = write!(out, "{}", v as i64);
     } else {
         // Debug gives the shortest round-trip form and uses an exponent for extreme values.
-        format!("{v:?}")
+        let _ = write!(out, "{v:?}");
     }
 }
 
-fn escape_label_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Appends `key="value"` (comma-separated from what `out` holds), the value escaped as the text
+/// format wants: backslash, double quote and newline.
+fn push_label(out: &mut String, key: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(key);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Where a set of metrics comes from: decides the name prefix and the labels.
@@ -191,10 +206,14 @@ enum Kind {
 #[derive(Debug)]
 struct Family {
     kind: Kind,
+    /// Already escaped for the `# HELP` line.
     help: String,
-    /// (sample name, labels, value), in insertion order.
-    samples: Vec<(String, Labels, f64)>,
-    seen: HashSet<(String, Vec<(&'static str, String)>)>,
+    /// The samples, rendered as they arrive (`name{labels} value\n`), in insertion order.
+    lines: String,
+    /// Where each sample's series (`name{labels}`) lies in `lines`. Two REST ids can sanitise to
+    /// the same series and only the first is kept; comparing against `lines` itself spares a
+    /// second copy of every series (and its allocations) per refresh.
+    series: HashTable<(usize, usize)>,
 }
 
 /// Metric families collected during one scrape of the REST API, rendered as Prometheus text
@@ -203,6 +222,8 @@ struct Family {
 #[derive(Debug, Default)]
 pub struct Exposition {
     families: BTreeMap<String, Family>,
+    hasher: RandomState,
+    samples: usize,
 }
 
 /// The histogram statistics the REST API exposes as separate ids, and the reporter's quantile
@@ -246,135 +267,163 @@ impl Exposition {
 
     /// Number of samples, for logs.
     pub fn len(&self) -> usize {
-        self.families.values().map(|f| f.samples.len()).sum()
+        self.samples
     }
 
+    /// One sample `<family><suffix>{labels} value` (`labels` rendered, without braces; empty:
+    /// none). `help` is only called for a family's first sample.
     fn push(
         &mut self,
         family: &str,
         kind: Kind,
-        help: &str,
-        sample: String,
-        labels: Labels,
+        help: impl FnOnce() -> String,
+        suffix: &str,
+        labels: &str,
         value: f64,
     ) {
-        let fam = self
-            .families
-            .entry(family.to_string())
-            .or_insert_with(|| Family {
-                kind,
-                help: help.to_string(),
-                samples: Vec::new(),
-                seen: HashSet::new(),
-            });
-        if fam.kind != kind {
+        if !self.families.contains_key(family) {
+            self.families.insert(
+                family.to_string(),
+                Family {
+                    kind,
+                    // HELP text escapes only backslash and newline.
+                    help: help().replace('\\', "\\\\").replace('\n', "\\n"),
+                    lines: String::new(),
+                    series: HashTable::new(),
+                },
+            );
+        }
+        let Some(Family {
+            kind: family_kind,
+            lines,
+            series,
+            ..
+        }) = self.families.get_mut(family)
+        else {
+            return;
+        };
+        if *family_kind != kind {
             // Same name from a histogram and a plain metric: keep the first, never emit an
             // exposition that a Prometheus server would reject.
             return;
         }
-        // Two REST ids can sanitise to the same name (`a.b` and `a_b`): keep the first series.
-        if fam.seen.insert((sample.clone(), labels.clone())) {
-            fam.samples.push((sample, labels, value));
+        let start = lines.len();
+        lines.push_str(family);
+        lines.push_str(suffix);
+        if !labels.is_empty() {
+            lines.push('{');
+            lines.push_str(labels);
+            lines.push('}');
         }
+        let end = lines.len();
+        let hasher = &self.hasher;
+        let text = lines.as_str();
+        let hash = hasher.hash_one(&text[start..end]);
+        if series
+            .find(hash, |&(s, e)| text[s..e] == text[start..end])
+            .is_some()
+        {
+            lines.truncate(start);
+            return;
+        }
+        series.insert_unique(hash, (start, end), |&(s, e)| hasher.hash_one(&text[s..e]));
+        lines.push(' ');
+        write_value(lines, value);
+        lines.push('\n');
+        self.samples += 1;
     }
 
     /// Adds a gauge that is not one of Flink's metrics (`flink_job_state`, ...).
     pub fn add_gauge(&mut self, name: &str, help: &str, labels: Labels, value: f64) {
-        self.push(name, Kind::Gauge, help, name.to_string(), labels, value);
+        let mut rendered = String::new();
+        for (k, v) in &labels {
+            push_label(&mut rendered, k, v);
+        }
+        self.push(name, Kind::Gauge, || help.to_string(), "", &rendered, value);
     }
 
     /// Adds the metrics of one scope: `(metric id, value)` pairs as read from the REST API.
     /// Ids whose value has no number are skipped.
     pub fn add_scope(&mut self, scope: &Scope, values: &[(String, f64)]) {
         let ids: HashSet<&str> = values.iter().map(|(id, _)| id.as_str()).collect();
-        let base_labels = scope.labels();
+        let mut base_labels = String::new();
+        for (k, v) in scope.labels() {
+            push_label(&mut base_labels, k, &v);
+        }
+        // Reused for every sample: a refresh renders thousands.
+        let (mut labels, mut name, mut operator_name) =
+            (String::new(), String::new(), String::new());
         for (id, value) in values {
-            let (prefix, logical, metric, extra) = match scope {
+            let (prefix, logical, metric, operator) = match scope {
                 Scope::Vertex { .. } => match split_operator(id) {
                     Some((operator, metric)) => (
                         "flink_taskmanager_job_task_operator",
                         "taskmanager.job.task.operator",
                         metric,
-                        Some(("operator_name", sanitize_label_value(operator))),
+                        Some(operator),
                     ),
                     None => (scope.prefix(), scope.logical_scope(), id.as_str(), None),
                 },
                 _ => (scope.prefix(), scope.logical_scope(), id.as_str(), None),
             };
-            let mut labels = base_labels.clone();
-            labels.extend(extra);
+            labels.clear();
+            labels.push_str(&base_labels);
+            if let Some(operator) = operator {
+                operator_name.clear();
+                push_sanitized(&mut operator_name, operator, false);
+                push_label(&mut labels, "operator_name", &operator_name);
+            }
             // Histogram detection looks at the same operator's ids only ("" for task metrics).
             let op_prefix = &id[..id.len() - metric.len()];
             let hist =
                 histogram_split(metric, |m| ids.contains(format!("{op_prefix}{m}").as_str()));
-            match hist {
+            let (family_of, suffix, kind) = match hist {
                 Some((base, suffix)) => {
-                    let family = format!("{prefix}_{}", sanitize_name(base));
                     let quantile = HISTOGRAM_STATS
                         .iter()
                         .find(|(s, _)| *s == suffix)
                         .and_then(|(_, q)| *q);
-                    let help = format!("{base} (scope: {logical})");
                     match (quantile, suffix) {
                         (Some(q), _) => {
-                            labels.push(("quantile", q.to_string()));
-                            self.push(
-                                &family,
-                                Kind::Summary,
-                                &help,
-                                family.clone(),
-                                labels,
-                                *value,
-                            );
+                            push_label(&mut labels, "quantile", q);
+                            (base, "", Kind::Summary)
                         }
-                        (None, "_count") => {
-                            let sample = format!("{family}_count");
-                            self.push(&family, Kind::Summary, &help, sample, labels, *value);
-                        }
-                        (None, _) => {
-                            let name = format!("{prefix}_{}", sanitize_name(metric));
-                            let help = format!("{metric} (scope: {logical})");
-                            self.push(&name, Kind::Gauge, &help, name.clone(), labels, *value);
-                        }
+                        (None, "_count") => (base, "_count", Kind::Summary),
+                        (None, _) => (metric, "", Kind::Gauge),
                     }
                 }
-                None => {
-                    let name = format!("{prefix}_{}", sanitize_name(metric));
-                    let help = format!("{metric} (scope: {logical})");
-                    self.push(&name, Kind::Gauge, &help, name.clone(), labels, *value);
-                }
-            }
+                None => (metric, "", Kind::Gauge),
+            };
+            name.clear();
+            name.push_str(prefix);
+            name.push('_');
+            push_sanitized(&mut name, family_of, true);
+            let help = || format!("{family_of} (scope: {logical})");
+            self.push(&name, kind, help, suffix, &labels, *value);
         }
     }
 
     /// Appends the text format: `# HELP`, `# TYPE` and the samples of each family.
     pub fn render(&self, out: &mut String) {
+        // Sized up front: the rendered series are the largest allocation of a refresh, and
+        // growing by doubling would hold up to three times their size at once.
+        let size: usize = self
+            .families
+            .iter()
+            .map(|(name, fam)| 2 * name.len() + fam.help.len() + fam.lines.len() + 32)
+            .sum();
+        out.reserve(size);
         for (name, fam) in &self.families {
-            if fam.samples.is_empty() {
+            if fam.lines.is_empty() {
                 continue;
             }
             let kind = match fam.kind {
                 Kind::Gauge => "gauge",
                 Kind::Summary => "summary",
             };
-            // HELP text escapes only backslash and newline.
-            let help = fam.help.replace('\\', "\\\\").replace('\n', "\\n");
-            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# HELP {name} {}", fam.help);
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (sample, labels, value) in &fam.samples {
-                out.push_str(sample);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label_value(v));
-                    }
-                    out.push('}');
-                }
-                let _ = writeln!(out, " {}", format_value(*value));
-            }
+            out.push_str(&fam.lines);
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::mapping::*;
@@ -67,6 +68,14 @@ impl FixtureSource {
 }
 
 impl RestSource for FixtureSource {
+    async fn get(&self, path_and_query: &str) -> Result<Bytes, RestError> {
+        self.get_json(path_and_query)
+            .await
+            .map(|v| Bytes::from(v.to_string()))
+    }
+}
+
+impl FixtureSource {
     async fn get_json(&self, path_and_query: &str) -> Result<Value, RestError> {
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -396,12 +405,13 @@ async fn empty_answers_give_no_series_and_no_error() {
     // Nothing but /overview answers: up, and no Flink series at all.
     struct OnlyOverview;
     impl RestSource for OnlyOverview {
-        async fn get_json(&self, p: &str) -> Result<Value, RestError> {
-            match p {
-                "/overview" => Ok(json!({"taskmanagers": 0})),
-                "/jobs/overview" => Ok(json!({"jobs": []})),
-                _ => Ok(json!([])),
-            }
+        async fn get(&self, p: &str) -> Result<Bytes, RestError> {
+            let v = match p {
+                "/overview" => json!({"taskmanagers": 0}),
+                "/jobs/overview" => json!({"jobs": []}),
+                _ => json!([]),
+            };
+            Ok(Bytes::from(v.to_string()))
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -478,11 +488,66 @@ fn names_and_label_values_are_sanitised_like_the_reporter() {
         "Source__src_1_____Calc_2_"
     );
     assert_eq!(sanitize_label_value("a:b"), "a_b");
+    let format_value = |v: f64| {
+        let mut s = String::new();
+        write_value(&mut s, v);
+        s
+    };
     assert_eq!(format_value(56835672.0), "56835672");
     assert_eq!(format_value(0.25), "0.25");
     assert_eq!(format_value(f64::INFINITY), "+Inf");
     assert_eq!(format_value(f64::NAN), "NaN");
     assert_eq!(format_value(-9.223372036854776e18), "-9.223372036854776e18");
+}
+
+#[test]
+fn one_series_per_name_and_labels_and_one_type_per_family() {
+    let scope = Scope::Job {
+        job_id: "j1".into(),
+        job_name: "demo".into(),
+    };
+    let values: Vec<(String, f64)> = [
+        ("a.b", 1.0),
+        // Sanitises to the series of `a.b`: the first one is kept.
+        ("a_b", 2.0),
+        ("uptime", 3.0),
+        // A histogram `lat` makes `flink_jobmanager_job_lat` a summary...
+        ("lat_median", 4.0),
+        ("lat_p99", 5.0),
+    ]
+    .iter()
+    .map(|(id, v)| (id.to_string(), *v))
+    .collect();
+    let mut expo = Exposition::new();
+    expo.add_scope(&scope, &values);
+    // ...so a plain gauge of that name (another scope's) is dropped, not announced twice.
+    expo.add_scope(&scope, &[("lat".to_string(), 6.0)]);
+    // The same job again (a second refresh's worth): nothing new.
+    expo.add_scope(&scope, &values);
+    expo.add_gauge(
+        "flink_job_state",
+        "state",
+        vec![("state", "odd \"state\"\\\n".to_string())],
+        1.0,
+    );
+    let mut text = String::new();
+    expo.render(&mut text);
+    assert_valid_text(&text);
+    assert_eq!(expo.len(), 5, "{text}");
+    let ab: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("flink_jobmanager_job_a_b{"))
+        .collect();
+    assert_eq!(
+        ab,
+        ["flink_jobmanager_job_a_b{job_id=\"j1\",job_name=\"demo\"} 1"]
+    );
+    assert!(text.contains("# TYPE flink_jobmanager_job_lat summary\n"));
+    assert!(!text.contains("} 6\n"), "{text}");
+    assert!(
+        text.contains("flink_job_state{state=\"odd \\\"state\\\"\\\\\\n\"} 1\n"),
+        "{text}"
+    );
 }
 
 #[test]
