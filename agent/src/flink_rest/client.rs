@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 
 use super::RestError;
@@ -41,13 +41,9 @@ impl HttpSource {
         // packets) must not hold a scrape for longer than the scrape's own timeout.
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
+        // The client lives for one scrape (worker.rs): connections are reused within a refresh
+        // (tens of requests) and closed with it.
         let client = Client::builder(TokioExecutor::new())
-            // The idle timeout needs a timer to be enforced at all. Connections are reused
-            // within a refresh (tens of requests), not across scrapes 15-60 s apart: kept that
-            // long, the pooled connections and their buffers held ~1 MiB of the idle sidecar's
-            // anonymous memory beside a real Flink (BENCHMARKS.md, fifth round).
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .build(connector);
         Self {

@@ -26,6 +26,7 @@
 
 pub mod client;
 pub mod mapping;
+mod worker;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +36,7 @@ use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use client::{encode, get_batches, HttpSource, RestSource};
+use client::{encode, get_batches, RestSource};
 use mapping::{
     aggregated_values, numeric_values, AggregatedValue, Exposition, JobDetail, JobOverview,
     JobsOverview, MetricId, MetricValue, Scope, TaskManagerInfo, TaskManagers,
@@ -57,6 +58,8 @@ pub enum RestError {
     Timeout(String),
     #[error("HTTP client closed")]
     Closed,
+    #[error("Flink REST requests: {0}")]
+    Thread(String),
 }
 
 /// Where Flink's REST API is and which part of the cluster this agent reports.
@@ -126,7 +129,6 @@ struct Snapshot {
 pub struct FlinkMetrics {
     cfg: FlinkRestConfig,
     mode: Mode,
-    source: HttpSource,
     min_interval: Duration,
     snapshot: Mutex<Option<Snapshot>>,
     /// For logging only the transitions of `flink_up`, not every failed scrape.
@@ -142,7 +144,6 @@ impl FlinkMetrics {
             );
         }
         Self {
-            source: HttpSource::new(&cfg.base_url, cfg.timeout),
             mode,
             cfg,
             min_interval: Duration::from_secs(5),
@@ -165,33 +166,49 @@ impl FlinkMetrics {
         // One scrape at a time: concurrent scrapes wait and reuse this one's refresh.
         let mut snapshot = self.snapshot.lock().await;
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        let deadline = started + self.cfg.timeout;
         let fresh = snapshot
             .as_ref()
             .is_some_and(|s| s.at.elapsed() < self.min_interval);
+        let (base_url, timeout) = (self.cfg.base_url.as_str(), self.cfg.timeout);
         let (up, first_error) = if fresh {
             // Only ask whether Flink is still there: a Flink that went away must turn into
             // flink_up 0 and no series at once, not after the snapshot expired.
-            match collect_probe(&self.source, deadline).await {
+            let probe = worker::on_own_thread(base_url, timeout, deadline, move |src| async move {
+                collect_probe(&src, deadline.into()).await
+            });
+            match probe.await.and_then(|r| r) {
                 Ok(()) => (true, None),
                 Err(e) => (false, Some(e.to_string())),
             }
         } else {
-            let collected = collect(&self.source, &self.mode, deadline).await;
-            tracing::debug!(
-                samples = collected.expo.len(),
-                errors = collected.errors,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "Flink metrics refreshed"
-            );
-            let mut series = String::new();
-            collected.expo.render(&mut series);
-            *snapshot = Some(Snapshot {
-                at: Instant::now(),
-                series,
-                errors: collected.errors,
-            });
-            (collected.up, collected.first_error)
+            let mode = self.mode.clone();
+            let refresh =
+                worker::on_own_thread(base_url, timeout, deadline, move |src| async move {
+                    let collected = collect(&src, &mode, deadline.into()).await;
+                    tracing::debug!(
+                        samples = collected.expo.len(),
+                        errors = collected.errors,
+                        "Flink metrics refreshed"
+                    );
+                    // Rendered, and the families dropped, on that thread too: they are the
+                    // largest short-lived part of a refresh.
+                    let mut series = String::new();
+                    collected.expo.render(&mut series);
+                    let snapshot = Snapshot {
+                        at: Instant::now(),
+                        series,
+                        errors: collected.errors,
+                    };
+                    (collected.up, collected.first_error, snapshot)
+                });
+            match refresh.await {
+                Ok((up, first_error, refreshed)) => {
+                    *snapshot = Some(refreshed);
+                    (up, first_error)
+                }
+                Err(e) => (false, Some(e.to_string())),
+            }
         };
         let elapsed = started.elapsed();
         self.log_transition(up, first_error.as_deref());
