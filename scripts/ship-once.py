@@ -24,7 +24,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TANSU = os.path.join(ROOT, ".tools/bin/tansu")
-ALLOCATOR_ENV = {"MIMALLOC_ARENA_EAGER_COMMIT": "0", "MIMALLOC_PURGE_DELAY": "1"}
+# As the agent image runs it (tests/src/lib.rs, AGENT_ALLOCATOR_ENV).
+ALLOCATOR_ENV = {"MIMALLOC_ARENA_EAGER_COMMIT": "0", "MIMALLOC_PURGE_DELAY": "0"}
 
 
 def free_port():

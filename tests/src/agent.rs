@@ -127,7 +127,7 @@ pub fn start_agent_bin(
         .args(["--multiline-flush", "300ms", "--rescan-interval", "200ms"])
         .args(["--checkpoint-interval", "200ms"])
         .args(extra)
-        .envs(crate::ALLOCATOR_ENV)
+        .envs(crate::AGENT_ALLOCATOR_ENV)
         .env("TZ", "UTC")
         .env("FLINK_AGENT_LOG", "info,librdkafka=warn")
         .stdin(Stdio::null())

@@ -199,11 +199,18 @@ pub mod agent;
 pub mod broker;
 pub mod flink;
 
-/// The allocator settings both binaries are deployed with (the webhook's Deployment, both
-/// images): mimalloc, committing and returning memory promptly (a burst of large reviews peaks
-/// at ~45 MiB instead of ~80; an idle agent holds ~5 MiB of anonymous memory instead of ~17).
-/// Tests and benchmarks run the binaries with them, so what is measured is what runs.
-pub const ALLOCATOR_ENV: [(&str, &str); 2] = [
+/// The allocator settings the webhook is deployed with (its Deployment and image): mimalloc,
+/// committing and returning memory promptly (a burst of large reviews peaks at ~45 MiB instead
+/// of ~80). Tests and benchmarks run the binaries with them, so what is measured is what runs.
+pub const WEBHOOK_ALLOCATOR_ENV: [(&str, &str); 2] = [
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ("MIMALLOC_PURGE_DELAY", "1"),
+];
+
+/// The agent's (its image): the same, but freed memory goes back at once. The idle sidecar's
+/// memory between scrapes is what the last refresh's thread freed (flink_rest/worker.rs); with a
+/// 1 ms delay nothing idle comes by to return it. Shipping is as fast either way (BENCHMARKS.md).
+pub const AGENT_ALLOCATOR_ENV: [(&str, &str); 2] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
 ];

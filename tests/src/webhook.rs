@@ -22,7 +22,7 @@ pub fn serve_args<'c>(
     port: u16,
     metrics_port: u16,
 ) -> &'c mut Command {
-    cmd.envs(crate::ALLOCATOR_ENV)
+    cmd.envs(crate::WEBHOOK_ALLOCATOR_ENV)
         .arg("serve")
         .arg("--config")
         .arg(policy)

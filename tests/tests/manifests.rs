@@ -242,7 +242,7 @@ fn base_renders_and_every_object_is_valid() -> Result<()> {
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
     // The allocator settings the tests and benchmarks run the webhook with are the deployed ones.
     let env = c.env.clone().unwrap_or_default();
-    for (name, value) in flink_injector_tests::ALLOCATOR_ENV {
+    for (name, value) in flink_injector_tests::WEBHOOK_ALLOCATOR_ENV {
         assert!(
             env.iter()
                 .any(|e| e.name == name && e.value.as_deref() == Some(value)),
@@ -338,14 +338,23 @@ fn example_manifests_are_valid() -> Result<()> {
 /// Both images set the allocator environment the tests and benchmarks run the binaries with.
 #[test]
 fn images_carry_the_allocator_settings() -> Result<()> {
-    for image in ["docker/webhook.Dockerfile", "docker/agent.Dockerfile"] {
+    for (image, settings) in [
+        (
+            "docker/webhook.Dockerfile",
+            flink_injector_tests::WEBHOOK_ALLOCATOR_ENV,
+        ),
+        (
+            "docker/agent.Dockerfile",
+            flink_injector_tests::AGENT_ALLOCATOR_ENV,
+        ),
+    ] {
         let text = std::fs::read_to_string(workspace_root().join(image))?;
         let env: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("ENV "))
             .flat_map(str::split_whitespace)
             .collect();
-        for (name, value) in flink_injector_tests::ALLOCATOR_ENV {
+        for (name, value) in settings {
             let want = format!("{name}={value}");
             assert!(env.contains(&want.as_str()), "{image} lacks ENV {want}");
         }

@@ -47,7 +47,7 @@ fn main() -> Result<()> {
             .args(["--pod-name", "bench-jm", "--component", "jobmanager"])
             .args(["--cluster-id", "bench"])
             // As the image runs it (its allocator settings).
-            .envs(flink_injector_tests::ALLOCATOR_ENV)
+            .envs(flink_injector_tests::AGENT_ALLOCATOR_ENV)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),

@@ -310,7 +310,7 @@ fn spawn_agent(
                 "--pod-name",
                 "bench-pod",
             ])
-            .envs(flink_injector_tests::ALLOCATOR_ENV)
+            .envs(flink_injector_tests::AGENT_ALLOCATOR_ENV)
             .env("TZ", "UTC")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
