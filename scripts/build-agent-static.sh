@@ -22,5 +22,8 @@ export OPENSSL_STATIC=1
 cargo build --release --locked --target "$target" -p flink-agent --bin flink-agent "$@" >&2
 out="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$out/static"
-cp "$out/$target/release/flink-agent" "$out/static/flink-agent"
+# Copied beside and renamed over: a copy onto an executable that is running (a benchmark's
+# agent) fails with "text file busy", and the old binary would be measured again.
+cp "$out/$target/release/flink-agent" "$out/static/flink-agent.new"
+mv -f "$out/static/flink-agent.new" "$out/static/flink-agent"
 echo "$out/static/flink-agent"
