@@ -3,16 +3,19 @@
 //! A port in use is logged and retried: the agent must never exit on its own errors (a
 //! plain-container agent that exits kills its TaskManager).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use prometheus_client::registry::Registry;
 
 /// What the handlers read.
@@ -35,24 +38,30 @@ pub fn router(state: ServerState) -> Router {
 }
 
 async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
-    let mut out = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+    let mut own = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut own, &s.registry) {
         tracing::warn!(error = %e, "encoding agent metrics");
     }
     // prometheus-client writes OpenMetrics, which ends with "# EOF"; Prometheus text 0.0.4
     // has no such line, and more metrics (Flink's) follow.
-    if let Some(stripped) = out.strip_suffix("# EOF\n") {
-        out.truncate(stripped.len());
+    if let Some(stripped) = own.strip_suffix("# EOF\n") {
+        own.truncate(stripped.len());
     }
+    let mut chunks = vec![Bytes::from(own)];
     if let Some(flink) = &s.flink {
-        flink.render(&mut out).await;
+        chunks.extend(flink.render().await);
     }
+    let length = chunks.iter().map(Bytes::len).sum::<usize>();
+    let body = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8".to_string(),
+            ),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        Body::from_stream(body),
     )
 }
 

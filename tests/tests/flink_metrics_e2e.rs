@@ -66,9 +66,10 @@ fn one(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 fn render(rt: &tokio::runtime::Runtime, m: &FlinkMetrics) -> String {
-    let mut out = String::new();
-    rt.block_on(m.render(&mut out));
-    out
+    rt.block_on(m.render())
+        .iter()
+        .map(|chunk| String::from_utf8_lossy(chunk))
+        .collect()
 }
 
 #[test]

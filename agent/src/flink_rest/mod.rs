@@ -30,8 +30,10 @@ mod worker;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -115,13 +117,11 @@ impl Mode {
     }
 }
 
-/// About what `flink_up`, `flink_scrape_duration_seconds` and `flink_scrape_errors` take.
-const OWN_SERIES_BYTES: usize = 512;
-
-/// The Flink series of the last full refresh, reused while younger than `min_interval`.
+/// The Flink series of the last full refresh, reused while younger than `min_interval`, and
+/// dropped then: scrapes are usually further apart, and an idle sidecar should not hold them.
 struct Snapshot {
     at: Instant,
-    series: String,
+    series: Bytes,
     errors: u64,
 }
 
@@ -130,7 +130,7 @@ pub struct FlinkMetrics {
     cfg: FlinkRestConfig,
     mode: Mode,
     min_interval: Duration,
-    snapshot: Mutex<Option<Snapshot>>,
+    snapshot: Arc<Mutex<Option<Snapshot>>>,
     /// For logging only the transitions of `flink_up`, not every failed scrape.
     was_up: AtomicBool,
 }
@@ -147,7 +147,7 @@ impl FlinkMetrics {
             mode,
             cfg,
             min_interval: Duration::from_secs(5),
-            snapshot: Mutex::new(None),
+            snapshot: Arc::new(Mutex::new(None)),
             was_up: AtomicBool::new(true),
         }
     }
@@ -159,10 +159,12 @@ impl FlinkMetrics {
         self
     }
 
-    /// Appends Prometheus text format 0.0.4 of Flink's metrics plus `flink_up`,
-    /// `flink_scrape_duration_seconds` and `flink_scrape_errors`. Never fails; takes at most about
-    /// the configured timeout.
-    pub async fn render(&self, out: &mut String) {
+    /// Prometheus text format 0.0.4 of Flink's metrics plus `flink_up`,
+    /// `flink_scrape_duration_seconds` and `flink_scrape_errors`, as chunks of the answer: the
+    /// series are shared with the snapshot, not copied (a copy per scrape was the largest
+    /// allocation left on the agent's thread). Never fails; takes at most about the configured
+    /// timeout.
+    pub async fn render(&self) -> Vec<Bytes> {
         // One scrape at a time: concurrent scrapes wait and reuse this one's refresh.
         let mut snapshot = self.snapshot.lock().await;
         let started = Instant::now();
@@ -197,13 +199,14 @@ impl FlinkMetrics {
                     collected.expo.render(&mut series);
                     let snapshot = Snapshot {
                         at: Instant::now(),
-                        series,
+                        series: Bytes::from(series),
                         errors: collected.errors,
                     };
                     (collected.up, collected.first_error, snapshot)
                 });
             match refresh.await {
                 Ok((up, first_error, refreshed)) => {
+                    self.drop_when_stale(refreshed.at);
                     *snapshot = Some(refreshed);
                     (up, first_error)
                 }
@@ -220,10 +223,9 @@ impl FlinkMetrics {
             (true, Some(s)) => s.errors,
             _ => 1,
         };
+        let mut chunks = Vec::with_capacity(2);
         if let Some(s) = snapshot.as_ref() {
-            // The series are most of the answer: one exact allocation, not one doubling.
-            out.reserve(s.series.len() + OWN_SERIES_BYTES);
-            out.push_str(&s.series);
+            chunks.push(s.series.clone());
         }
         let mut own = Exposition::new();
         own.add_gauge(
@@ -244,7 +246,22 @@ impl FlinkMetrics {
             Vec::new(),
             errors as f64,
         );
-        own.render(out);
+        let mut text = String::new();
+        own.render(&mut text);
+        chunks.push(Bytes::from(text));
+        chunks
+    }
+
+    /// Drops the snapshot taken `at` once it is too old to be served.
+    fn drop_when_stale(&self, at: Instant) {
+        let (slot, keep) = (Arc::clone(&self.snapshot), self.min_interval);
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            let mut snapshot = slot.lock().await;
+            if snapshot.as_ref().is_some_and(|s| s.at == at) {
+                *snapshot = None;
+            }
+        });
     }
 
     fn log_transition(&self, up: bool, error: Option<&str>) {

@@ -108,6 +108,16 @@ impl FixtureSource {
     }
 }
 
+/// What a scrape of the agent's `/metrics` gets from `metrics`.
+async fn scrape(metrics: &FlinkMetrics) -> String {
+    metrics
+        .render()
+        .await
+        .iter()
+        .map(|chunk| String::from_utf8_lossy(chunk))
+        .collect()
+}
+
 async fn render_fixtures(dir: &Path, mode: Mode) -> (Collected, String) {
     let src = FixtureSource::load(dir);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -660,8 +670,7 @@ async fn flink_down_is_flink_up_0_quickly() {
         timeout: Duration::from_secs(2),
     });
     let started = Instant::now();
-    let mut out = String::new();
-    metrics.render(&mut out).await;
+    let out = scrape(&metrics).await;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_valid_text(&out);
     assert_eq!(value_of(&out, "flink_up", &[]), 0.0);
@@ -686,8 +695,7 @@ async fn a_silent_flink_is_cut_off_at_the_timeout() {
         timeout: Duration::from_millis(300),
     });
     let started = Instant::now();
-    let mut out = String::new();
-    metrics.render(&mut out).await;
+    let out = scrape(&metrics).await;
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
@@ -759,8 +767,7 @@ async fn over_http_with_a_shared_snapshot_and_an_honest_flink_up() {
         timeout: Duration::from_secs(5),
     })
     .with_min_interval(Duration::from_secs(60));
-    let mut first = String::new();
-    metrics.render(&mut first).await;
+    let first = scrape(&metrics).await;
     assert_valid_text(&first);
     assert_eq!(value_of(&first, "flink_up", &[]), 1.0);
     // The TaskManager id went into the path percent-encoded, and came back as labels.
@@ -776,24 +783,48 @@ async fn over_http_with_a_shared_snapshot_and_an_honest_flink_up() {
     assert!(full >= 4, "overview, detail, ids, values: {full}");
 
     // Within the interval: the same series, and only the liveness probe hits Flink.
-    let mut second = String::new();
-    metrics.render(&mut second).await;
+    let second = scrape(&metrics).await;
     assert_eq!(count.load(Ordering::SeqCst), full + 1);
     assert!(second.contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
     assert_eq!(value_of(&second, "flink_up", &[]), 1.0);
 
     // Flink goes away: flink_up 0 at once and no stale series, despite the interval.
     down.store(true, Ordering::SeqCst);
-    let mut third = String::new();
-    metrics.render(&mut third).await;
+    let third = scrape(&metrics).await;
     assert_valid_text(&third);
     assert_eq!(value_of(&third, "flink_up", &[]), 0.0);
     assert!(!third.contains("flink_taskmanager_Status"), "{third}");
 
     // Back: a full refresh again.
     down.store(false, Ordering::SeqCst);
-    let mut fourth = String::new();
-    metrics.render(&mut fourth).await;
+    let fourth = scrape(&metrics).await;
     assert_eq!(value_of(&fourth, "flink_up", &[]), 1.0);
     assert!(fourth.contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
+}
+
+#[tokio::test]
+async fn the_snapshot_is_dropped_once_too_old_to_serve() {
+    let (port, _count, _down) = serve_fixtures(fixtures_dir()).await;
+    let metrics = FlinkMetrics::new(FlinkRestConfig {
+        base_url: format!("http://127.0.0.1:{port}"),
+        component: Some("taskmanager".into()),
+        taskmanager_id: Some("127.0.0.1:6122-6d1794".into()),
+        timeout: Duration::from_secs(5),
+    })
+    .with_min_interval(Duration::from_millis(200));
+    let text = scrape(&metrics).await;
+    assert!(text.contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
+    assert!(metrics.snapshot.lock().await.is_some());
+    let waited = Instant::now();
+    while metrics.snapshot.lock().await.is_some() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the snapshot is still held after its 200 ms"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next scrape reads Flink again and serves the same series.
+    assert!(scrape(&metrics)
+        .await
+        .contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
 }
