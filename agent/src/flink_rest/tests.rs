@@ -757,16 +757,21 @@ async fn serve_fixtures(
     (port, count, down)
 }
 
-#[tokio::test]
-async fn over_http_with_a_shared_snapshot_and_an_honest_flink_up() {
-    let (port, count, down) = serve_fixtures(fixtures_dir()).await;
-    let metrics = FlinkMetrics::new(FlinkRestConfig {
-        base_url: format!("http://127.0.0.1:{port}/"),
+/// The agent of the fixtures' TaskManager, reading the REST API at `base_url`.
+fn fixture_taskmanager(base_url: &str) -> FlinkMetrics {
+    FlinkMetrics::new(FlinkRestConfig {
+        base_url: base_url.to_string(),
         component: Some("taskmanager".into()),
         taskmanager_id: Some("127.0.0.1:6122-6d1794".into()),
         timeout: Duration::from_secs(5),
     })
-    .with_min_interval(Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn over_http_with_a_shared_snapshot_and_an_honest_flink_up() {
+    let (port, count, down) = serve_fixtures(fixtures_dir()).await;
+    let metrics = fixture_taskmanager(&format!("http://127.0.0.1:{port}/"))
+        .with_min_interval(Duration::from_secs(60));
     let first = scrape(&metrics).await;
     assert_valid_text(&first);
     assert_eq!(value_of(&first, "flink_up", &[]), 1.0);
@@ -805,13 +810,8 @@ async fn over_http_with_a_shared_snapshot_and_an_honest_flink_up() {
 #[tokio::test]
 async fn the_snapshot_is_dropped_once_too_old_to_serve() {
     let (port, _count, _down) = serve_fixtures(fixtures_dir()).await;
-    let metrics = FlinkMetrics::new(FlinkRestConfig {
-        base_url: format!("http://127.0.0.1:{port}"),
-        component: Some("taskmanager".into()),
-        taskmanager_id: Some("127.0.0.1:6122-6d1794".into()),
-        timeout: Duration::from_secs(5),
-    })
-    .with_min_interval(Duration::from_millis(200));
+    let metrics = fixture_taskmanager(&format!("http://127.0.0.1:{port}"))
+        .with_min_interval(Duration::from_millis(200));
     let text = scrape(&metrics).await;
     assert!(text.contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
     assert!(metrics.snapshot.lock().await.is_some());
@@ -827,4 +827,14 @@ async fn the_snapshot_is_dropped_once_too_old_to_serve() {
     assert!(scrape(&metrics)
         .await
         .contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
+}
+
+#[tokio::test]
+async fn the_flink_host_is_resolved_by_name() {
+    // In a TaskManager pod the REST URL is the JobManager service's DNS name; the lookup runs in
+    // the refresh thread's own runtime.
+    let (port, _count, _down) = serve_fixtures(fixtures_dir()).await;
+    let text = scrape(&fixture_taskmanager(&format!("http://localhost:{port}"))).await;
+    assert_eq!(value_of(&text, "flink_up", &[]), 1.0, "{text}");
+    assert!(text.contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
 }
