@@ -24,7 +24,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::statistics::Statistics;
 
 use crate::metrics::Metrics;
@@ -246,6 +248,14 @@ impl<H: DeliveryHandler> Sink<H> {
             }
         }
         self.handler.reports_done();
+    }
+
+    /// Fails every message still waiting in librdkafka's queues (not those already sent to a
+    /// broker, which keep their order ahead of the queue): their reports come back as
+    /// failures. Blocks briefly while librdkafka's threads let go of their queues; call it off
+    /// the runtime.
+    pub fn purge_queued(&self) {
+        self.current().purge(PurgeConfig::default().queue());
     }
 
     /// Recreates the producer if it is in a fatal state. A new producer is not, so however

@@ -22,7 +22,7 @@ use crate::kafka::{DeliveryHandler, Sink};
 use crate::metrics::Metrics;
 use crate::parse;
 use crate::tail::{ReadEvent, Tailer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// Bytes read from one file before the loop moves to the next (fairness between files).
 const PER_FILE_ROUND: usize = 1024 * 1024;
@@ -71,6 +71,8 @@ pub struct Acks {
     /// failed together (a dead producer purges everything) goes out again in file order.
     retry: Mutex<BTreeMap<u64, Failed>>,
     retry_wake: Notify,
+    /// A delivery failed for a reason other than the agent's own purge of librdkafka's queue.
+    kafka_failed: AtomicBool,
     /// Events were handed to Kafka: the report task leaves its idle pace.
     sent: Notify,
 }
@@ -81,6 +83,11 @@ impl Acks {
     /// acknowledgement cost more than the rest of the acknowledgement.
     fn acked(&self) -> u64 {
         self.metrics.events_sent.get()
+    }
+
+    /// Events whose delivery failed and that wait to be sent again.
+    fn failed_count(&self) -> usize {
+        self.retry.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -133,6 +140,9 @@ impl DeliveryHandler for Acks {
         self.reports_done();
         self.metrics
             .send_error("delivery", crate::kafka::error_kind(error));
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PurgeQueue) {
+            self.kafka_failed.store(true, Ordering::Relaxed);
+        }
         let first = {
             let mut r = self.retry.lock().unwrap_or_else(|p| p.into_inner());
             r.insert(
@@ -248,7 +258,19 @@ impl Shipper {
             self.acks.retry_wake.notified().await;
             let acked_before = self.acks.acked();
             let _gate = self.gate.write().await;
-            // Let the rest of a failing batch arrive, so it is re-sent in one ordered pass.
+            // Events queued after the failed ones can still be waiting in librdkafka's queue
+            // (queued later, they time out later): once Kafka is usable again they would go
+            // out ahead of the failed ones being re-sent. Fail them too, so every one goes
+            // out again in first-send order. Only after a failure of Kafka's making: the
+            // purge's own failures come back through here, and purging again would never let
+            // the re-sent events out.
+            let kafka_failed = self.acks.kafka_failed.swap(false, Ordering::Relaxed);
+            if kafka_failed && self.acks.window.events() > self.acks.failed_count() {
+                let sink = self.sink.clone();
+                let _ = tokio::task::spawn_blocking(move || sink.purge_queued()).await;
+            }
+            // Let the rest of a failing batch, and the purge's reports, arrive, so they are
+            // re-sent in one ordered pass.
             tokio::time::sleep(backoff).await;
             self.resend_failed().await;
             let acked_since = self.acks.acked() > acked_before;
@@ -463,6 +485,7 @@ impl Agent {
             metrics: metrics.clone(),
             retry: Mutex::new(BTreeMap::new()),
             retry_wake: Notify::new(),
+            kafka_failed: AtomicBool::new(false),
             sent: Notify::new(),
         });
         let client = crate::kafka::client_config(&cfg.brokers, &cfg.kafka_properties);
