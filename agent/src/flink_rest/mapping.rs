@@ -134,6 +134,15 @@ fn push_label(out: &mut String, key: &str, value: &str) {
     out.push('"');
 }
 
+/// `k="v",...` for `labels` (see [`push_label`]), without braces.
+fn render_labels(labels: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in labels {
+        push_label(&mut out, k, v);
+    }
+    out
+}
+
 /// Where a set of metrics comes from: decides the name prefix and the labels.
 #[derive(Debug, Clone)]
 pub enum Scope {
@@ -335,10 +344,7 @@ impl Exposition {
 
     /// Adds a gauge that is not one of Flink's metrics (`flink_job_state`, ...).
     pub fn add_gauge(&mut self, name: &str, help: &str, labels: Labels, value: f64) {
-        let mut rendered = String::new();
-        for (k, v) in &labels {
-            push_label(&mut rendered, k, v);
-        }
+        let rendered = render_labels(&labels);
         self.push(name, Kind::Gauge, || help.to_string(), "", &rendered, value);
     }
 
@@ -346,10 +352,7 @@ impl Exposition {
     /// Ids whose value has no number are skipped.
     pub fn add_scope(&mut self, scope: &Scope, values: &[(String, f64)]) {
         let ids: HashSet<&str> = values.iter().map(|(id, _)| id.as_str()).collect();
-        let mut base_labels = String::new();
-        for (k, v) in scope.labels() {
-            push_label(&mut base_labels, k, &v);
-        }
+        let base_labels = render_labels(&scope.labels());
         // Reused for every sample: a refresh renders thousands.
         let (mut labels, mut name, mut operator_name) =
             (String::new(), String::new(), String::new());
