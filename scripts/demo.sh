@@ -80,7 +80,6 @@ LOG="$WORK/log/flink--kubernetes-application-0-wordcount-app-655949b6dc-x7k2p.lo
 cat /dev/null >"$LOG"
 for f in jobmanager-standalonesession.log.head30.txt jobmanager-standalonesession.log.stacktrace30.txt; do
   src="$ROOT/tests/fixtures/flink-logs/$f"
-  [ -f "$src" ] || src="$ROOT/../shared/fixtures/flink-logs/$f"
   grep -v '^# ' "$src" >>"$LOG"   # the excerpts start with a comment saying where they come from
 done
 LINES=$(wc -l <"$LOG")

@@ -1,30 +1,26 @@
 #!/usr/bin/env bash
 # Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/seed-*) from the recorded
-# fixtures: ../shared/fixtures beside the repo (override with FIXTURES=DIR) and the repo's own
-# policy and admission files. Idempotent: seeds are rewritten, files libFuzzer added are kept.
+# fixtures in tests/fixtures (override with FIXTURES=DIR) and the repo's policy files. Idempotent: seeds are rewritten, files libFuzzer added are kept.
 # fuzz/corpus/ is git-ignored. See FUZZING.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-FIXTURES="${FIXTURES:-$ROOT/../shared/fixtures}"
+FIXTURES="${FIXTURES:-$ROOT/tests/fixtures}"
 CORPUS="$ROOT/fuzz/corpus"
 
 if [ ! -d "$FIXTURES/admission" ] || [ ! -d "$FIXTURES/flink-logs" ]; then
-  echo "fuzz-seed: fixtures not found at $FIXTURES (expected ../shared/fixtures beside the repo; set FIXTURES=DIR)" >&2
+  echo "fuzz-seed: fixtures not found at $FIXTURES (expected tests/fixtures in the repo; set FIXTURES=DIR)" >&2
   exit 1
 fi
 for t in admission_review patch_pod policy annotations agent_pipeline; do
   mkdir -p "$CORPUS/$t"
 done
 
-# admission_review: every recorded AdmissionReview, and the repo's test reviews.
+# admission_review: every AdmissionReview, recorded and hand-made.
 n=0
 for f in "$FIXTURES"/admission/*.json; do
   [ -f "$f" ] || continue
-  cp "$f" "$CORPUS/admission_review/seed-shared-$(basename "$f")"
+  cp "$f" "$CORPUS/admission_review/seed-$(basename "$f")"
   n=$((n + 1))
-done
-for f in "$ROOT"/tests/fixtures/admission/*.json; do
-  [ -f "$f" ] && cp "$f" "$CORPUS/admission_review/seed-repo-$(basename "$f")"
 done
 [ "$n" -gt 0 ] || { echo "fuzz-seed: no AdmissionReview JSON under $FIXTURES/admission" >&2; exit 1; }
 

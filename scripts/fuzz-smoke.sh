@@ -10,7 +10,7 @@
 #   FUZZ_SANITIZER    address (default) or none
 #   FUZZ_TARGET_DIR   cargo target dir (default fuzz/target)
 #   FUZZ_KEEP_CORPUS  1: add what the run finds to fuzz/corpus/<target> (default: a temp dir)
-#   FIXTURES          the recorded fixtures (default ../shared/fixtures beside the repo)
+#   FIXTURES          the recorded fixtures (default tests/fixtures)
 #
 # Stable rustc only: cargo-fuzz needs -Z flags, which RUSTC_BOOTSTRAP=1 allows.
 set -euo pipefail

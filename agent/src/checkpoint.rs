@@ -308,7 +308,7 @@ mod tests {
         // Group a real fixture, register its events, ack them in a scrambled order and check
         // the committed offset never passes an unacknowledged event.
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/flink-logs/taskexecutor.log.stacktrace30.txt");
+            .join("../tests/fixtures/flink-logs/taskexecutor.log.stacktrace30.txt");
         let data = std::fs::read(p).unwrap();
         let mut g = crate::multiline::Grouper::new(crate::multiline::tests::cfg());
         let evs = crate::multiline::tests::group_all(&mut g, &data);

@@ -180,7 +180,7 @@ pub(crate) mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/flink-logs")
+            .join("../tests/fixtures/flink-logs")
             .join(name);
         let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         // The fixtures start with one '#' comment line describing them: not part of the log.

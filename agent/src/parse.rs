@@ -261,7 +261,7 @@ mod tests {
 
     fn fixture_events(name: &str) -> Vec<String> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/flink-logs")
+            .join("../tests/fixtures/flink-logs")
             .join(name);
         let data = std::fs::read(&p).unwrap();
         let skip = data.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);

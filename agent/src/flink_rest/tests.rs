@@ -1,4 +1,4 @@
-//! The mapping over real Flink 2.3 REST answers (`../shared/fixtures/flink-rest/`), served by a
+//! The mapping over real Flink 2.3 REST answers (`tests/fixtures/flink-rest/`), served by a
 //! fake [`RestSource`] that answers each request with the fixture recorded for it.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use super::mapping::*;
 use super::*;
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/flink-rest")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flink-rest")
 }
 
 fn decode(s: &str) -> String {
