@@ -15,7 +15,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "flink-agent",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("FLINK_INJECTOR_REVISION"), ")"),
     about = "Ships Flink's log files to Kafka with no loss and serves Flink's metrics to Prometheus"
 )]
 pub struct Cli {

@@ -24,7 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "flink-webhook",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("FLINK_INJECTOR_REVISION"), ")"),
     about = "Mutating admission webhook for stock Apache Flink pods"
 )]
 struct Cli {
