@@ -18,7 +18,7 @@ wait_http() { # url [curl args...]
 }
 
 say "installing the broker and building (first run takes a few minutes)"
-SKIP_FLINK=1 scripts/install-test-deps.sh >/dev/null
+SKIP_FLINK=1 SKIP_IMAGES=1 scripts/install-test-deps.sh >/dev/null
 cargo build --workspace --bins -q
 BIN="$ROOT/target/debug"
 

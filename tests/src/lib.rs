@@ -160,6 +160,7 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
 
 pub mod corpus;
 pub mod https;
+pub mod podman;
 pub mod procfs;
 pub mod webhook;
 
