@@ -281,6 +281,25 @@ fn parse_property(flag: &'static str, s: &str) -> Result<Option<(String, String)
     }
 }
 
+/// The user's librdkafka properties: the files of `secret_dir` (file name = key, content =
+/// value), then each `KEY=VALUE` of `properties`, later ones winning. Shared with `flink-logs`,
+/// so both read the same `--kafka-property` and `--kafka-secret-dir` the same way.
+pub fn kafka_properties(
+    secret_dir: Option<&Path>,
+    properties: &[String],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    if let Some(dir) = secret_dir {
+        out.extend(read_secret_dir(dir)?);
+    }
+    for p in properties {
+        if let Some((k, v)) = parse_property("kafka-property", p)? {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
 fn read_secret_dir(dir: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
     let shown = dir.display().to_string();
     let entries = std::fs::read_dir(dir)
@@ -357,15 +376,8 @@ impl Config {
             ));
         }
 
-        let mut kafka_properties = BTreeMap::new();
-        if let Some(dir) = &cli.kafka_secret_dir {
-            kafka_properties.extend(read_secret_dir(dir)?);
-        }
-        for p in &cli.kafka_property {
-            if let Some((k, v)) = parse_property("kafka-property", p)? {
-                kafka_properties.insert(k, v);
-            }
-        }
+        let kafka_properties =
+            kafka_properties(cli.kafka_secret_dir.as_deref(), &cli.kafka_property)?;
 
         let metrics_listen: SocketAddr = cli.metrics_listen.parse().map_err(|_| {
             invalid(
