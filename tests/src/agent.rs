@@ -90,10 +90,71 @@ pub fn static_agent_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Who an agent says it is: what the webhook fills from the Downward API, and the pod's `TZ`.
+#[derive(Debug, Clone)]
+pub struct PodIdentity {
+    pub pod: String,
+    pub cluster_id: String,
+    pub component: String,
+    pub tz: String,
+}
+
+impl Default for PodIdentity {
+    fn default() -> Self {
+        Self {
+            pod: "test-pod".into(),
+            cluster_id: "test-cluster".into(),
+            component: "taskmanager".into(),
+            tz: "UTC".into(),
+        }
+    }
+}
+
+impl PodIdentity {
+    pub fn new(pod: &str, cluster_id: &str, component: &str, tz: &str) -> Self {
+        Self {
+            pod: pod.into(),
+            cluster_id: cluster_id.into(),
+            component: component.into(),
+            tz: tz.into(),
+        }
+    }
+}
+
+/// [`start_agent`] for a pod of its own (several agents sharing a topic).
+pub fn start_agent_as(
+    pod: &PodIdentity,
+    log_dir: &Path,
+    work_dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+) -> Result<AgentProc> {
+    let bin = workspace_bin("flink-agent")?;
+    spawn_agent(&bin, &[], pod, log_dir, work_dir, bootstrap, topic, extra)
+}
+
 /// [`start_agent_under`] with a given build of the agent.
 pub fn start_agent_bin(
     bin: &Path,
     wrapper: &[&str],
+    log_dir: &Path,
+    work_dir: &Path,
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+) -> Result<AgentProc> {
+    let pod = PodIdentity::default();
+    spawn_agent(
+        bin, wrapper, &pod, log_dir, work_dir, bootstrap, topic, extra,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_agent(
+    bin: &Path,
+    wrapper: &[&str],
+    pod: &PodIdentity,
     log_dir: &Path,
     work_dir: &Path,
     bootstrap: &str,
@@ -121,14 +182,19 @@ pub fn start_agent_bin(
         .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--flink-rest")
         .arg("http://127.0.0.1:1")
-        .args(["--pod-name", "test-pod", "--namespace", "test-ns"])
+        .args(["--pod-name", &pod.pod, "--namespace", "test-ns"])
         .args(["--node-name", "test-node", "--pod-ip", "127.0.0.1"])
-        .args(["--cluster-id", "test-cluster", "--component", "taskmanager"])
+        .args([
+            "--cluster-id",
+            &pod.cluster_id,
+            "--component",
+            &pod.component,
+        ])
         .args(["--multiline-flush", "300ms", "--rescan-interval", "200ms"])
         .args(["--checkpoint-interval", "200ms"])
         .args(extra)
         .envs(crate::AGENT_ALLOCATOR_ENV)
-        .env("TZ", "UTC")
+        .env("TZ", &pod.tz)
         .env("FLINK_AGENT_LOG", "info,librdkafka=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -245,7 +311,11 @@ pub fn flink_timestamp(i: usize) -> String {
 /// One Flink-style log record in Flink's layout: `rec <tag>:<i>` in its message; every tenth
 /// record is an ERROR with a 9-line stack trace (outer exception, frames, Caused by, ... N more).
 pub fn flink_record(tag: &str, i: usize) -> String {
-    let ts = flink_timestamp(i);
+    flink_record_at(tag, i, &flink_timestamp(i))
+}
+
+/// [`flink_record`] stamped `ts` (Flink's layout, e.g. [`crate::logs::flink_time`]).
+pub fn flink_record_at(tag: &str, i: usize, ts: &str) -> String {
     if matches!(i % 10, 0) {
         let mut s = format!(
             "{ts} ERROR {:<60} [] - rec {tag}:{i} task failed\n",

@@ -81,6 +81,11 @@ impl Broker {
 
 /// Creates a topic with one partition (for brokers or tests that do not auto-create).
 pub fn create_topic(bootstrap: &str, topic: &str) -> Result<()> {
+    create_topic_with(bootstrap, topic, 1)
+}
+
+/// Creates a topic with `partitions` partitions.
+pub fn create_topic_with(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -90,7 +95,7 @@ pub fn create_topic(bootstrap: &str, topic: &str) -> Result<()> {
         .enable_all()
         .build()?;
     let results = rt.block_on(admin.create_topics(
-        &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
     ))?;
     for r in results {

@@ -17,6 +17,16 @@ const TRACE_EVERY: usize = 91;
 /// Appends `lines` lines (whole records only; may overshoot by a trace) and returns the number of
 /// log records (= events after multi-line grouping).
 pub fn generate(lines: usize, out: &mut String) -> usize {
+    generate_timed(lines, out, crate::agent::flink_timestamp)
+}
+
+/// [`generate`] with record `i` stamped `timestamp(i)` (Flink's layout), e.g. to place a
+/// pod's corpus in the last hours, or to interleave two pods' records.
+pub fn generate_timed(
+    lines: usize,
+    out: &mut String,
+    timestamp: impl Fn(usize) -> String,
+) -> usize {
     let mut written = 0usize;
     let mut records = 0usize;
     // A small LCG keeps message lengths varied without a dependency.
@@ -27,7 +37,7 @@ pub fn generate(lines: usize, out: &mut String) -> usize {
     };
     while written < lines {
         let i = records;
-        let ts = crate::agent::flink_timestamp(i);
+        let ts = timestamp(i);
         let logger = LOGGERS[i % LOGGERS.len()];
         if i % TRACE_EVERY == TRACE_EVERY - 1 {
             out.push_str(&format!(

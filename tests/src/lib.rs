@@ -199,6 +199,7 @@ pub fn fixture(rel: &str) -> Result<Vec<u8>> {
 pub mod agent;
 pub mod broker;
 pub mod flink;
+pub mod logs;
 
 /// The allocator settings the webhook is deployed with (its Deployment and image): mimalloc,
 /// committing and returning memory promptly (a burst of large reviews peaks at ~45 MiB instead
