@@ -4,7 +4,9 @@
 //! document, which `--output json` prints unchanged. Pure, no I/O.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use memchr::memmem;
 use serde::Deserialize;
 
 /// One event as the agent shipped it. Strings are borrowed from the message where JSON needs
@@ -97,7 +99,10 @@ pub fn has_agent_shape(payload: &[u8]) -> bool {
 /// Kubernetes name, which JSON never escapes; anything else is left to the parser.
 pub fn cluster_id_of(payload: &[u8]) -> Option<&str> {
     const FIELD: &[u8] = br#""flink":{"cluster_id":""#;
-    let start = memchr::memmem::rfind(payload, FIELD)? + FIELD.len();
+    // Built once: building the searcher for every message was a tenth of a read's CPU.
+    static FINDER: LazyLock<memmem::FinderRev<'static>> =
+        LazyLock::new(|| memmem::FinderRev::new(FIELD));
+    let start = FINDER.rfind(payload)? + FIELD.len();
     let len = memchr::memchr2(b'"', b'\\', &payload[start..])?;
     if payload[start + len] != b'"' {
         return None;
