@@ -8,7 +8,7 @@ secs="${1:-5}"
 lines="${2:-1000000}"
 rounds="${3:-3}"
 scripts/install-test-deps.sh
-cargo build --release -p flink-webhook -p flink-injector-tests --bins
+cargo build --release -p flink-webhook -p flink-logs -p flink-injector-tests --bins
 # The agent as its image ships it (statically linked, see the script).
 agent="$(scripts/build-agent-static.sh)"
 out="$(mktemp)"
@@ -28,6 +28,10 @@ trap 'rm -f "$out"' EXIT
   echo "### Flink metrics: one scrape of the agent's /metrics with a real local Flink"
   echo
   target/release/bench-scrape "$agent"
+  echo
+  echo "### Reading logs back: flink-logs on a topic 50 agents filled"
+  echo
+  target/release/bench-logs "$agent" target/release/flink-logs 20000 50 "$rounds"
 } | tee "$out"
 python3 - "$out" <<'PY'
 import sys, re, pathlib
