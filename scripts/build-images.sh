@@ -113,8 +113,8 @@ for name in "${images[@]}"; do
   done
   jq --argjson native "$native" '.components += $native' \
     "$ROOT/${name#flink-}/$name.cdx.json" >"$OUT/$name.cdx.json"
-  # cargo-cyclonedx writes one file beside every workspace member's Cargo.toml.
-  for m in agent webhook tests; do rm -f "$ROOT/$m/$name.cdx.json"; done
+  # cargo-cyclonedx writes one file beside every workspace member's Cargo.toml (logs/ too).
+  rm -f "$ROOT"/*/"$name.cdx.json"
 
   # The archive holds the layer gzip-compressed, as a registry stores and sends it; unpacked it
   # is the root's size.
