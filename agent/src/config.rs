@@ -74,6 +74,11 @@ pub struct Cli {
     #[arg(long, env = "FLINK_AGENT_SHUTDOWN_TIMEOUT", default_value = "20s")]
     pub shutdown_timeout: String,
 
+    /// After SIGTERM, keep tailing until the log files have been quiet this long (Flink writes
+    /// its shutdown after the signal), within --shutdown-timeout; 0 reads once and stops.
+    #[arg(long, env = "FLINK_AGENT_SHUTDOWN_QUIET", default_value = "2s")]
+    pub shutdown_quiet: String,
+
     #[arg(long, env = "FLINK_AGENT_POD_NAME", default_value = "")]
     pub pod_name: String,
     #[arg(long, env = "FLINK_AGENT_NAMESPACE", default_value = "")]
@@ -215,6 +220,7 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub flink_rest: String,
     pub shutdown_timeout: Duration,
+    pub shutdown_quiet: Duration,
     pub pod: PodMeta,
     pub tz: crate::zone::Zone,
     pub multiline: MultilineConfig,
@@ -437,6 +443,7 @@ impl Config {
             metrics_listen,
             flink_rest,
             shutdown_timeout: parse_duration("shutdown-timeout", &cli.shutdown_timeout)?,
+            shutdown_quiet: parse_duration("shutdown-quiet", &cli.shutdown_quiet)?,
             pod: PodMeta {
                 pod_name: cli.pod_name,
                 namespace: cli.namespace,

@@ -406,6 +406,25 @@ async fn read_loop(
     }
 }
 
+/// While the read loop goes on as usual: waits until neither the log dir nor what was read has
+/// changed for `shutdown_quiet`, or until `until` (false then).
+async fn wait_until_quiet(cfg: &Config, metrics: &Metrics, until: Instant) -> bool {
+    const POLL: Duration = Duration::from_millis(50);
+    let observe = || crate::quiet::snapshot(&cfg.log_dir, |n| cfg.included(n));
+    let mut watch =
+        crate::quiet::QuietWatch::new(Instant::now(), observe(), metrics.bytes_read.get());
+    loop {
+        let now = Instant::now();
+        if watch.observe(now, observe(), metrics.bytes_read.get()) >= cfg.shutdown_quiet {
+            return true;
+        }
+        if now >= until {
+            return false;
+        }
+        tokio::time::sleep(POLL.min(until - now)).await;
+    }
+}
+
 /// Serves Kafka's delivery reports for as long as the agent runs: every `REPORTS_BUSY` while
 /// events are in flight, every `REPORTS_IDLE` otherwise. On the runtime's thread, the thread
 /// that queues the messages (see the kafka module).
@@ -580,8 +599,17 @@ impl Agent {
                 shutdown.await;
             }
         }
-        let deadline = Instant::now() + cfg.shutdown_timeout;
-        tracing::info!(timeout = ?cfg.shutdown_timeout, "shutting down: shipping what is read and waiting for Kafka");
+        let signalled = Instant::now();
+        let deadline = signalled + cfg.shutdown_timeout;
+        tracing::info!(quiet = ?cfg.shutdown_quiet, timeout = ?cfg.shutdown_timeout,
+            "shutting down: tailing until the log files are quiet, then shipping and waiting for Kafka");
+        let quiet_by = deadline - crate::quiet::drain_reserve(cfg.shutdown_timeout);
+        if wait_until_quiet(&cfg, &self.metrics, quiet_by).await {
+            tracing::info!(after = ?signalled.elapsed(), "log files quiet; reading them to their end");
+        } else {
+            tracing::warn!(after = ?signalled.elapsed(),
+                "log files still changing; reading them to their end and shipping within the timeout");
+        }
         let _ = stop_tx.send(true);
         if !reader.is_finished()
             && tokio::time::timeout_at(deadline.into(), &mut reader)
