@@ -365,6 +365,26 @@ impl LocalFlink {
         Ok(())
     }
 
+    /// The JVMs' pids (JobManager, then TaskManager), for signalling them with something else.
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.jobmanager, &self.taskmanager]
+            .into_iter()
+            .flatten()
+            .map(ChildGuard::pid)
+            .collect()
+    }
+
+    /// Waits for both JVMs to exit on their own (after a signal sent elsewhere).
+    pub fn wait_exited(&mut self, timeout: Duration) -> Result<()> {
+        for child in [self.jobmanager.as_mut(), self.taskmanager.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            child.wait_timeout(timeout)?;
+        }
+        Ok(())
+    }
+
     /// Kills only the JobManager (the REST API goes away; the TaskManager stays).
     pub fn stop_jobmanager(&mut self) -> Result<()> {
         match self.jobmanager.take() {
@@ -532,3 +552,51 @@ public class FlinkInjectorE2eJob {
     }
 }
 "#;
+
+/// The events a file must give: (start offset, raw text without the final newline), grouped the
+/// way Flink's layout groups them (a record starts with `yyyy-MM-dd HH:mm:ss`), at most 500
+/// lines each (the agent's default bound).
+pub fn expected_events(data: &[u8]) -> Vec<(u64, String)> {
+    let is_start = |l: &[u8]| {
+        l.len() >= 19
+            && l[..19].iter().enumerate().all(|(i, &b)| match i {
+                4 | 7 => b == b'-',
+                10 => b == b' ',
+                13 | 16 => b == b':',
+                _ => b.is_ascii_digit(),
+            })
+    };
+    let mut out: Vec<(u64, String, usize)> = Vec::new();
+    let mut pos = 0usize;
+    // Only complete lines: a last line without newline is still being written.
+    while let Some(i) = data[pos..].iter().position(|&b| b == b'\n') {
+        let line = &data[pos..pos + i];
+        let text = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+        match out.last_mut() {
+            Some(last) if !is_start(line) && last.2 < 500 => {
+                last.1.push('\n');
+                last.1.push_str(&text);
+                last.2 += 1;
+            }
+            _ => out.push((pos as u64, text.into_owned(), 1)),
+        }
+        pos += i + 1;
+    }
+    out.into_iter().map(|(o, t, _)| (o, t)).collect()
+}
+
+pub fn included(name: &str) -> bool {
+    [".log", ".out", ".err"].iter().any(|s| name.ends_with(s)) && !name.starts_with('.')
+}
+
+pub fn log_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if included(&e.file_name().to_string_lossy()) && e.metadata()?.len() > 0 {
+            v.push(e.path());
+        }
+    }
+    v.sort();
+    Ok(v)
+}
