@@ -17,6 +17,14 @@ pub const SECRET_DIR: &str = "/etc/flink-agent/kafka";
 pub const DEFAULT_LOG_DIR: &str = "/opt/flink/log";
 /// Not 9249, which a Flink PrometheusReporter in the same pod would hold.
 pub const METRICS_PORT: i64 = 9260;
+/// How long the agent may take after SIGTERM: tail until Flink's files are quiet (Flink writes
+/// its shutdown after the signal), ship, wait for Kafka. Set explicitly so that the grace period
+/// below is computed from what the agent is told, not from its default.
+pub const SHUTDOWN_TIMEOUT_SECONDS: i64 = 20;
+/// The pod's termination grace period must cover the agent's shutdown and Flink's own before it
+/// (on Kubernetes 1.29+ a native sidecar is signalled only once Flink has exited): at least this.
+/// Kubernetes' default, 30, already is; only a pod that asks for less is raised, never lowered.
+pub const MIN_GRACE_SECONDS: i64 = SHUTDOWN_TIMEOUT_SECONDS + 10;
 
 /// The agent part after policy, annotations and cluster capabilities are combined.
 #[derive(Debug, Clone)]
@@ -100,6 +108,21 @@ pub fn inject(ed: &mut Editor, want: &Agent, warnings: &mut Vec<String>) -> Resu
     let spec = container(want, &dir, tz.as_deref(), liveness);
     let list = if want.native { List::Init } else { List::Main };
     ed.append(&list.path(), spec)?;
+    let grace = ed
+        .get(&Path::new(&["spec", "terminationGracePeriodSeconds"]))
+        .and_then(Value::as_i64);
+    if grace.is_some_and(|g| g < MIN_GRACE_SECONDS) {
+        warnings.push(format!(
+            "terminationGracePeriodSeconds raised from {} to {MIN_GRACE_SECONDS} so that the \
+             agent can ship Flink's last log lines after SIGTERM",
+            grace.unwrap_or_default()
+        ));
+        ed.put(
+            &Path::new(&["spec"]),
+            "terminationGracePeriodSeconds",
+            json!(MIN_GRACE_SECONDS),
+        )?;
+    }
     Ok(())
 }
 
@@ -126,6 +149,10 @@ pub fn container(want: &Agent, log_dir: &str, tz: Option<&str>, liveness: bool) 
         env("FLINK_AGENT_LOG_DIR", log_dir),
         env("FLINK_AGENT_BROKERS", &s.kafka.brokers),
         env("FLINK_AGENT_TOPIC", want.topic),
+        env(
+            "FLINK_AGENT_SHUTDOWN_TIMEOUT",
+            &format!("{SHUTDOWN_TIMEOUT_SECONDS}s"),
+        ),
     ];
     if !s.kafka.properties.is_empty() {
         let lines: Vec<String> = s

@@ -244,6 +244,7 @@ fn agent_container_spec() {
             "kafka-0.kafka:9092,kafka-1.kafka:9092",
         ),
         literal("FLINK_AGENT_TOPIC", "flink-logs"),
+        literal("FLINK_AGENT_SHUTDOWN_TIMEOUT", "20s"),
         literal("FLINK_AGENT_KAFKA_PROPERTY", "compression.type=lz4"),
         literal("FLINK_AGENT_KAFKA_SECRET_DIR", "/etc/flink-agent/kafka"),
         literal("TZ", "Europe/Berlin"),
@@ -1322,4 +1323,37 @@ fn every_admission_review_fixture() {
         }
     }
     assert_eq!(seen, 7);
+}
+
+#[test]
+fn the_grace_period_covers_the_agents_shutdown_and_is_never_lowered() {
+    // Flink's pods arrive with the API server's default, 30 s: enough, left alone.
+    let m = run(&design(), "flink-jobs", &pod(APP_TM), PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 30);
+    assert!(!m.patch.0.iter().any(|op| op
+        .path()
+        .to_string()
+        .contains("terminationGracePeriodSeconds")));
+    // A pod template that asks for less is raised, with a warning.
+    let mut short = pod(APP_TM);
+    short["spec"]["terminationGracePeriodSeconds"] = json!(5);
+    let m = run(&design(), "flink-jobs", &short, PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 30);
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("terminationGracePeriodSeconds")),
+        "{:?}",
+        m.warnings
+    );
+    // More is kept.
+    let mut long = pod(APP_TM);
+    long["spec"]["terminationGracePeriodSeconds"] = json!(120);
+    let m = run(&design(), "flink-jobs", &long, PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 120);
+    // No agent, no change.
+    let mut no_agent = short.clone();
+    no_agent["metadata"]["annotations"] = json!({"flink-injector.io/agent": "false"});
+    let m = run(&design(), "flink-jobs", &no_agent, PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 5);
 }
