@@ -70,6 +70,12 @@ pub struct Cli {
     #[arg(long, env = "FLINK_AGENT_FLINK_REST")]
     pub flink_rest: Option<String>,
 
+    /// When set, /healthz and /readyz answer 200 only to requests whose X-Flink-Agent-Probe
+    /// header carries it: in a hostNetwork pod another pod's agent on the node must not pass
+    /// this one's probes. The webhook sets it for such pods.
+    #[arg(long, env = "FLINK_AGENT_PROBE_TOKEN")]
+    pub probe_token: Option<String>,
+
     /// How long SIGTERM waits for Kafka to acknowledge what is in flight (e.g. 20s, 1500ms).
     #[arg(long, env = "FLINK_AGENT_SHUTDOWN_TIMEOUT", default_value = "20s")]
     pub shutdown_timeout: String,
@@ -219,6 +225,9 @@ pub struct Config {
     pub state_file: PathBuf,
     pub metrics_listen: SocketAddr,
     pub flink_rest: String,
+    /// `--flink-rest` was given: the address is not learned from the JobManager's log.
+    pub flink_rest_given: bool,
+    pub probe_token: Option<String>,
     pub shutdown_timeout: Duration,
     pub shutdown_quiet: Duration,
     pub pod: PodMeta,
@@ -442,6 +451,8 @@ impl Config {
             state_file,
             metrics_listen,
             flink_rest,
+            flink_rest_given: cli.flink_rest.is_some(),
+            probe_token: cli.probe_token.filter(|t| !t.is_empty()),
             shutdown_timeout: parse_duration("shutdown-timeout", &cli.shutdown_timeout)?,
             shutdown_quiet: parse_duration("shutdown-quiet", &cli.shutdown_quiet)?,
             pod: PodMeta {

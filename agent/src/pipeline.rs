@@ -17,6 +17,7 @@ use tokio::sync::{watch, Notify, RwLock};
 use crate::checkpoint::{self, Ledger, StreamId};
 use crate::config::Config;
 use crate::encode::{self, Origin};
+use crate::flink_rest::target::RestTarget;
 use crate::inflight::InFlight;
 use crate::kafka::{DeliveryHandler, Sink};
 use crate::metrics::Metrics;
@@ -176,12 +177,18 @@ struct Shipper {
     max_payload: usize,
     /// Only the read loop parses; the lock is never contended.
     ts_cache: Mutex<parse::TsCache>,
+    rest_target: Option<Arc<RestTarget>>,
 }
 
 impl Shipper {
     fn encode(&self, re: &ReadEvent) -> Vec<u8> {
         let mut ts_cache = self.ts_cache.lock().unwrap_or_else(|p| p.into_inner());
         let parsed = parse::parse_cached(&re.event.text, &self.cfg.tz, &mut ts_cache);
+        if let Some(target) = &self.rest_target {
+            if let Some(url) = target.offer(parsed.timestamp.as_deref(), parsed.message) {
+                tracing::info!(%url, path = %re.path, "Flink REST address learned from the JobManager's log");
+            }
+        }
         let origin = Origin {
             path: &re.path,
             offset: re.event.start,
@@ -472,6 +479,7 @@ pub struct Agent {
     ledger: Arc<Mutex<Ledger>>,
     sink: Arc<Sink<Acks>>,
     acks: Arc<Acks>,
+    rest_target: Option<Arc<RestTarget>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -521,7 +529,15 @@ impl Agent {
             ledger,
             sink: Arc::new(sink),
             acks,
+            rest_target: None,
         })
+    }
+
+    /// Offers every shipped record to `target`, which learns Flink's REST address from the
+    /// JobManager's log when it is set to (see `flink_rest::target`).
+    pub fn learning_rest_address(mut self, target: Arc<RestTarget>) -> Self {
+        self.rest_target = target.learns().then_some(target);
+        self
     }
 
     /// Runs until `shutdown` resolves, then drains within the shutdown timeout.
@@ -540,6 +556,7 @@ impl Agent {
             encoder: encode::Encoder::new(&cfg.pod),
             max_payload: cfg.max_payload_bytes(),
             ts_cache: Mutex::new(parse::TsCache::default()),
+            rest_target: self.rest_target.clone(),
         });
         let retrier = tokio::spawn(shipper.clone().retry_loop());
         let reporter = tokio::spawn(serve_reports(self.sink.clone(), self.acks.clone()));
