@@ -23,6 +23,10 @@ use crate::{free_port, tool, wait_for, ChildGuard};
 /// 2 minutes while other test suites and builds ran).
 const START_TIMEOUT: Duration = Duration::from_secs(240);
 
+/// The `kubernetes.cluster-id` every local cluster is configured with: the `--cluster-id` the
+/// tests give the agent (`crate::agent::start_agent`), so that the agent reads it.
+pub const CLUSTER_ID: &str = "test-cluster";
+
 pub struct LocalFlink {
     home: PathBuf,
     /// Config, pid, tmp and stdout files of this cluster; removed on drop.
@@ -88,6 +92,8 @@ impl LocalFlink {
             Ok(p.display().to_string())
         };
         let mut conf: Vec<(String, String)> = vec![
+            // As in native Kubernetes mode, where the agent checks it against its own.
+            ("kubernetes.cluster-id", CLUSTER_ID.into()),
             ("env.java.opts.all", java_opts),
             ("env.pid.dir", dir("pid")?),
             ("io.tmp.dirs", dir("tmp")?),
@@ -131,6 +137,12 @@ impl LocalFlink {
             .collect();
         std::fs::write(conf_dir.join("config.yaml"), yaml).context("writing config.yaml")?;
 
+        // What extra_conf says wins; `rest.port: 0` (a random port, as with
+        // kubernetes.hostnetwork.enabled) is learned from the JobManager's log once it is up.
+        let rest_port = match conf.iter().find(|(k, _)| k == "rest.port") {
+            Some((_, v)) => v.parse().context("rest.port")?,
+            None => rest_port,
+        };
         let mut flink = Self {
             home,
             conf_dir,
@@ -182,6 +194,12 @@ impl LocalFlink {
                     );
                 }
             }
+            if self.rest_port == 0 {
+                match self.announced_rest_port()? {
+                    Some(port) => self.rest_port = port,
+                    None => return Ok(None),
+                }
+            }
             let overview = self.rest_get("/overview")?;
             Ok((overview["taskmanagers"].as_u64().unwrap_or(0) >= 1).then_some(()))
         })
@@ -193,6 +211,22 @@ impl LocalFlink {
                 self.stdio_tail("taskmanager")
             )
         })
+    }
+
+    /// The port in the JobManager's `Rest endpoint listening at <host>:<port>`, once written.
+    fn announced_rest_port(&self) -> Result<Option<u16>> {
+        for f in log_files(&self.log_dir)? {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let port = text
+                .lines()
+                .filter_map(|l| l.split_once("Rest endpoint listening at "))
+                .filter_map(|(_, addr)| addr.trim().rsplit_once(':'))
+                .find_map(|(_, port)| port.parse().ok());
+            if port.is_some() {
+                return Ok(port);
+            }
+        }
+        Ok(None)
     }
 
     fn stdio_tail(&self, name: &str) -> String {
