@@ -109,6 +109,30 @@ pub struct AgentSettings {
     pub kafka: KafkaSettings,
     pub native_sidecar: NativeSidecar,
     pub resources: AgentResources,
+    /// `hostNetworkPorts: FROM-TO`: where a hostNetwork pod's agent listens (see
+    /// `patch::agent::Network`).
+    pub host_network_ports: (u16, u16),
+}
+
+/// Below Linux's ephemeral range (32768-60999), where Flink's random REST and RPC ports of a
+/// hostNetwork pod fall, and clear of Flink's fixed defaults (6121-6124, 8081, 9249).
+pub const DEFAULT_HOST_NETWORK_PORTS: (u16, u16) = (19260, 19515);
+
+fn port_range(field: &str, text: &str) -> Result<(u16, u16), PolicyError> {
+    let bad = |m: &str| invalid(field, text, m);
+    let (from, to) = text
+        .split_once('-')
+        .ok_or_else(|| bad("is not a port range like 19260-19515"))?;
+    let port = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| bad("is not a port range like 19260-19515"))
+    };
+    let (from, to) = (port(from)?, port(to)?);
+    if from < 1024 || from > to {
+        return Err(bad("must be FROM-TO with 1024 <= FROM <= TO"));
+    }
+    Ok((from, to))
 }
 
 /// The effective policy for one namespace: a part is on when its field is `Some`/non-empty.
@@ -406,6 +430,10 @@ fn validate_agent(a: doc::Agent, p: &str) -> Result<AgentSettings, PolicyError> 
         },
         native_sidecar,
         resources,
+        host_network_ports: match &a.host_network_ports {
+            Some(r) => port_range(&format!("{p}agent.hostNetworkPorts"), r)?,
+            None => DEFAULT_HOST_NETWORK_PORTS,
+        },
     })
 }
 
@@ -479,6 +507,7 @@ mod doc {
         pub kafka: Option<Kafka>,
         pub native_sidecar: Option<Scalar>,
         pub resources: Option<Resources>,
+        pub host_network_ports: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -26,6 +26,65 @@ pub const SHUTDOWN_TIMEOUT_SECONDS: i64 = 20;
 /// Kubernetes' default, 30, already is; only a pod that asks for less is raised, never lowered.
 pub const MIN_GRACE_SECONDS: i64 = SHUTDOWN_TIMEOUT_SECONDS + 10;
 
+/// The header of the probes of a hostNetwork pod's agent (the agent's `--probe-token`).
+pub const PROBE_HEADER: &str = "X-Flink-Agent-Probe";
+
+/// How the agent is reached. A `hostNetwork: true` pod (`kubernetes.hostnetwork.enabled`)
+/// shares the node's ports: a declared port becomes a hostPort, so a fixed 9260 would leave the
+/// second Flink pod of a node Pending (plain container) or, as a native sidecar whose port the
+/// 1.28 scheduler ignores, let another pod's agent answer this one's probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    Pod,
+    /// A port of the policy's range, declared as a hostPort so that the scheduler never puts two
+    /// pods with it on one node, and a token the probes carry so that only this pod's agent
+    /// passes them whatever else listens there.
+    Host {
+        port: i64,
+        token: String,
+    },
+}
+
+/// FNV-1a: stable across releases and platforms, unlike std's hasher, so `flink-webhook
+/// mutate` gives the same port for the same pod every time.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The network the agent gets in this pod. For a hostNetwork pod, the port is picked from the
+/// range by the pod's identity (its name, or a JobManager's generateName, and its cluster and
+/// component labels: TaskManagers of one job differ by name), skipping ports the pod itself
+/// declares; `None` when the whole range is taken by the pod.
+pub fn network(pod: &Value, (from, to): (u16, u16)) -> Option<Network> {
+    if pod.pointer("/spec/hostNetwork") != Some(&Value::Bool(true)) {
+        return Some(Network::Pod);
+    }
+    let meta = |p: &str| pod.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    let name = match meta("/metadata/name") {
+        "" => meta("/metadata/generateName"),
+        n => n,
+    };
+    let id = [
+        name,
+        meta("/metadata/labels/app"),
+        meta("/metadata/labels/component"),
+    ];
+    let span = u64::from(to - from) + 1;
+    let start = fnv1a(&id) % span;
+    let port = (0..span)
+        .map(|i| i64::from(from) + ((start + i) % span) as i64)
+        .find(|p| pod::declares_port(pod, *p).is_none())?;
+    let token = format!("{:016x}", fnv1a(&[&id[0], id[1], id[2], "probe-token"]));
+    Some(Network::Host { port, token })
+}
+
 /// The agent part after policy, annotations and cluster capabilities are combined.
 #[derive(Debug, Clone)]
 pub struct Agent<'a> {
@@ -83,10 +142,18 @@ pub fn inject(ed: &mut Editor, want: &Agent, warnings: &mut Vec<String>) -> Resu
             return conflict(format!("the pod already has a volume named {volume}"));
         }
     }
-    if let Some(owner) = pod::declares_port(ed.pod(), METRICS_PORT) {
+    let Some(net) = network(ed.pod(), want.settings.host_network_ports) else {
+        let (from, to) = want.settings.host_network_ports;
         return conflict(format!(
-            "container {owner} already declares port {METRICS_PORT}"
+            "hostNetwork pod declares every port of agent.hostNetworkPorts {from}-{to}"
         ));
+    };
+    if net == Network::Pod {
+        if let Some(owner) = pod::declares_port(ed.pod(), METRICS_PORT) {
+            return conflict(format!(
+                "container {owner} already declares port {METRICS_PORT}"
+            ));
+        }
     }
 
     let volumes = Path::new(&["spec", "volumes"]);
@@ -105,7 +172,7 @@ pub fn inject(ed: &mut Editor, want: &Agent, warnings: &mut Vec<String>) -> Resu
     // a failed liveness probe would leave a terminated status, which Flink reads as a dead
     // TaskManager. Native sidecars are always restarted, so only they get one.
     let liveness = want.native || pod::restart_policy(ed.pod()) != Some("Never");
-    let spec = container(want, &dir, tz.as_deref(), liveness);
+    let spec = container(want, &dir, tz.as_deref(), liveness, &net);
     let list = if want.native { List::Init } else { List::Main };
     ed.append(&list.path(), spec)?;
     let grace = ed
@@ -136,7 +203,13 @@ fn env(name: &str, value: &str) -> Value {
 
 /// The container. `tz` is the main container's own TZ, so the agent dates Flink's zone-less
 /// timestamps in the zone Flink wrote them in.
-pub fn container(want: &Agent, log_dir: &str, tz: Option<&str>, liveness: bool) -> Value {
+pub fn container(
+    want: &Agent,
+    log_dir: &str,
+    tz: Option<&str>,
+    liveness: bool,
+    net: &Network,
+) -> Value {
     let s = want.settings;
     let mut envs = vec![
         field_env("FLINK_AGENT_POD_NAME", "metadata.name"),
@@ -171,15 +244,39 @@ pub fn container(want: &Agent, log_dir: &str, tz: Option<&str>, liveness: bool) 
     if let Some(tz) = tz {
         envs.push(env("TZ", tz));
     }
+    let (port, headers) = match net {
+        Network::Pod => (
+            json!({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}),
+            None,
+        ),
+        Network::Host { port, token } => {
+            envs.push(env(
+                "FLINK_AGENT_METRICS_LISTEN",
+                &format!("0.0.0.0:{port}"),
+            ));
+            envs.push(env("FLINK_AGENT_PROBE_TOKEN", token));
+            (
+                json!({"name": "metrics", "containerPort": port, "hostPort": port, "protocol": "TCP"}),
+                Some(json!([{"name": PROBE_HEADER, "value": token}])),
+            )
+        }
+    };
+    let probe = |path: &str| {
+        let mut get = json!({"path": path, "port": "metrics"});
+        if let Some(h) = &headers {
+            get["httpHeaders"] = h.clone();
+        }
+        get
+    };
     let mut c = json!({
         "name": CONTAINER,
         "image": s.image,
         "env": envs,
-        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "ports": [port],
         // /readyz feeds the pod's Ready condition, and an unready JobManager drops out of its
         // Service: the agent must report only that it serves, never Kafka's health.
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "httpGet": probe("/readyz"),
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
@@ -197,7 +294,7 @@ pub fn container(want: &Agent, log_dir: &str, tz: Option<&str>, liveness: bool) 
     });
     if liveness {
         c["livenessProbe"] = json!({
-            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "httpGet": probe("/healthz"),
             "periodSeconds": 10,
             "failureThreshold": 6,
         });

@@ -1357,3 +1357,139 @@ fn the_grace_period_covers_the_agents_shutdown_and_is_never_lowered() {
     let m = run(&design(), "flink-jobs", &no_agent, PLAIN);
     assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 5);
 }
+
+fn host_network(name: &str) -> Value {
+    let mut p = pod(APP_TM);
+    p["spec"]["hostNetwork"] = json!(true);
+    p["metadata"]["name"] = json!(name);
+    p
+}
+
+fn agent_port(after: &Value, list: &str) -> i64 {
+    container(after, list, "flink-agent")["ports"][0]["containerPort"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn a_host_network_pods_agent_gets_a_port_of_its_own_and_probes_only_it_passes() {
+    for (ctx, list) in [(PLAIN, "containers"), (NATIVE, "initContainers")] {
+        let m = run(
+            &design(),
+            "flink-jobs",
+            &host_network("wc-taskmanager-1-1"),
+            ctx,
+        );
+        let agent = container(&m.after, list, "flink-agent");
+        let port = agent_port(&m.after, list);
+        assert!((19260..=19515).contains(&port), "{port}");
+        // Declared as the hostPort it becomes anyway, so the scheduler keeps two pods with it
+        // off one node.
+        assert_eq!(
+            agent["ports"],
+            json!([{"name": "metrics", "containerPort": port, "hostPort": port, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            env_of(agent, "FLINK_AGENT_METRICS_LISTEN").unwrap()["value"],
+            format!("0.0.0.0:{port}")
+        );
+        let token = env_of(agent, "FLINK_AGENT_PROBE_TOKEN").unwrap()["value"].clone();
+        assert_eq!(token.as_str().map(str::len), Some(16));
+        let header = json!([{"name": "X-Flink-Agent-Probe", "value": token}]);
+        assert_eq!(agent["readinessProbe"]["httpGet"]["httpHeaders"], header);
+        if let Some(live) = agent.get("livenessProbe") {
+            assert_eq!(live["httpGet"]["httpHeaders"], header);
+        }
+        assert_eq!(
+            m.after["metadata"]["annotations"]["prometheus.io/port"],
+            port.to_string()
+        );
+        as_k8s_pod(&m.after);
+    }
+    // The same pod always gets the same port (flink-webhook mutate is repeatable).
+    let again = run(
+        &design(),
+        "flink-jobs",
+        &host_network("wc-taskmanager-1-1"),
+        PLAIN,
+    );
+    assert_eq!(agent_port(&again.after, "containers"), {
+        let m = run(
+            &design(),
+            "flink-jobs",
+            &host_network("wc-taskmanager-1-1"),
+            PLAIN,
+        );
+        agent_port(&m.after, "containers")
+    });
+}
+
+#[test]
+fn the_taskmanagers_of_a_host_network_job_spread_over_the_range() {
+    let mut ports = std::collections::BTreeSet::new();
+    let mut tokens = std::collections::BTreeSet::new();
+    for i in 1..=20 {
+        let m = run(
+            &design(),
+            "flink-jobs",
+            &host_network(&format!("wc-taskmanager-1-{i}")),
+            PLAIN,
+        );
+        ports.insert(agent_port(&m.after, "containers"));
+        let agent = container(&m.after, "containers", "flink-agent");
+        tokens.insert(env_of(agent, "FLINK_AGENT_PROBE_TOKEN").unwrap()["value"].to_string());
+    }
+    assert_eq!(tokens.len(), 20, "each pod's probes carry their own token");
+    // 20 of 256 ports: a few may share one (the scheduler then places them apart).
+    assert!(ports.len() >= 17, "{ports:?}");
+}
+
+#[test]
+fn pod_network_pods_keep_9260_and_plain_probes() {
+    let m = run(&design(), "flink-jobs", &pod(APP_TM), PLAIN);
+    let agent = container(&m.after, "containers", "flink-agent");
+    assert_eq!(agent_port(&m.after, "containers"), 9260);
+    assert!(agent["ports"][0].get("hostPort").is_none());
+    assert!(env_of(agent, "FLINK_AGENT_PROBE_TOKEN").is_none());
+    assert!(env_of(agent, "FLINK_AGENT_METRICS_LISTEN").is_none());
+    assert!(agent["readinessProbe"]["httpGet"]
+        .get("httpHeaders")
+        .is_none());
+}
+
+#[test]
+fn the_host_network_range_comes_from_the_policy_and_skips_the_pods_own_ports() {
+    let text = fixture_text("policy/design.yaml").replace(
+        "  nativeSidecar: auto  ",
+        "  hostNetworkPorts: 20000-20001\n  nativeSidecar: auto  ",
+    );
+    let p = Policy::from_yaml(&text).unwrap();
+    let m = run(&p, "flink-jobs", &host_network("wc-taskmanager-1-1"), PLAIN);
+    let port = agent_port(&m.after, "containers");
+    assert!((20000..=20001).contains(&port), "{port}");
+    // Flink's container already declares one of the two: the agent takes the other.
+    let mut busy = host_network("wc-taskmanager-1-1");
+    busy["spec"]["containers"][0]["ports"] = json!([{"name": "x", "containerPort": port}]);
+    let m = run(&p, "flink-jobs", &busy, PLAIN);
+    assert_eq!(agent_port(&m.after, "containers"), 40001 - port);
+    // Both taken: the agent is skipped as a conflict, never given a clashing port.
+    busy["spec"]["containers"][0]["ports"] = json!([
+        {"name": "x", "containerPort": 20000}, {"name": "y", "containerPort": 20001}]);
+    let m = run(&p, "flink-jobs", &busy, PLAIN);
+    assert!(matches!(
+        skip_of(&m, Part::Agent),
+        Some(SkipReason::Conflict(_))
+    ));
+
+    for bad in ["9000", "80-90", "20001-20000", "x-y", "19260-99999"] {
+        let text = fixture_text("policy/design.yaml").replace(
+            "  nativeSidecar: auto  ",
+            &format!("  hostNetworkPorts: \"{bad}\"\n  nativeSidecar: auto  "),
+        );
+        let e = Policy::from_yaml(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("agent.hostNetworkPorts") && e.contains(bad),
+            "{e}"
+        );
+    }
+}
