@@ -81,7 +81,7 @@ pub fn network(pod: &Value, (from, to): (u16, u16)) -> Option<Network> {
     let port = (0..span)
         .map(|i| i64::from(from) + ((start + i) % span) as i64)
         .find(|p| pod::declares_port(pod, *p).is_none())?;
-    let token = format!("{:016x}", fnv1a(&[&id[0], id[1], id[2], "probe-token"]));
+    let token = format!("{:016x}", fnv1a(&[id[0], id[1], id[2], "probe-token"]));
     Some(Network::Host { port, token })
 }
 
