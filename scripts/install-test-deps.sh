@@ -15,6 +15,8 @@ need_apt=()
 pkgs=(pkg-config libssl-dev zlib1g-dev make gcc g++ binutils unzip curl jq ca-certificates)
 # SKIP_IMAGES=1 (the demo): no image tools.
 [ "${SKIP_IMAGES:-0}" = 1 ] || pkgs+=(buildah podman runc)
+# promtool checks and unit-tests the alert rules (tests/tests/alerts.rs); not for the demo.
+[ "${SKIP_FLINK:-0}" = 1 ] || pkgs+=(prometheus)
 for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
