@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use flink_injector_tests::https::HttpsConn;
 use flink_injector_tests::webhook::{
-    example_policy, kubelet_style_secret, kubelet_style_secret_valid_for, raw_exchange, start,
+    example_policy, kubelet_style_secret_valid_for, raw_exchange, start,
 };
 use flink_injector_tests::{fixture, workspace_bin, workspace_root};
 use serde_json::Value;
