@@ -11,6 +11,7 @@ use flink_injector_tests::{workspace_bin, workspace_root};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::de::DeserializeOwned;
@@ -39,6 +40,7 @@ struct Objects {
     configmaps: Vec<ConfigMap>,
     secrets: Vec<Secret>,
     namespaces: Vec<Namespace>,
+    network_policies: Vec<NetworkPolicy>,
     other: Vec<String>,
 }
 
@@ -55,6 +57,7 @@ fn check_all(docs: &[Value]) -> Result<Objects> {
             ("v1", "Service") => drop(strict::<Service>(doc)?),
             ("apps/v1", "Deployment") => out.deployments.push(strict(doc)?),
             ("policy/v1", "PodDisruptionBudget") => drop(strict::<PodDisruptionBudget>(doc)?),
+            ("networking.k8s.io/v1", "NetworkPolicy") => out.network_policies.push(strict(doc)?),
             ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
                 out.webhooks.push(strict(doc)?)
             }
@@ -490,5 +493,69 @@ fn fail_closed_component_goes_on_top_of_cert_manager() -> Result<()> {
         Some("flink-system/flink-webhook-serving"),
         "cainjector fills both entries' caBundle"
     );
+    Ok(())
+}
+
+#[test]
+fn the_network_policy_opens_the_webhooks_two_ports_and_nothing_else() -> Result<()> {
+    let tmp = manifests_with_certs()?;
+    let objs = check_all(&kustomize(&tmp.path().join("manifests"))?)?;
+    let [policy] = objs.network_policies.as_slice() else {
+        bail!("expected one NetworkPolicy");
+    };
+    let spec = policy.spec.as_ref().context("spec")?;
+    // It selects the webhook's pods, as the Deployment labels them.
+    let deployment = objs.deployments.first().context("deployment")?;
+    let pod_labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let selector = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    assert!(
+        !selector.is_empty(),
+        "an empty podSelector selects every pod"
+    );
+    for (k, v) in &selector {
+        assert_eq!(pod_labels.get(k), Some(v), "podSelector {k}={v}");
+    }
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    let mut ports: Vec<String> = spec
+        .ingress
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.ports.iter().flatten())
+        .map(|p| format!("{:?}/{:?}", p.protocol, p.port))
+        .collect();
+    ports.sort();
+    assert_eq!(
+        ports,
+        [
+            "Some(\"TCP\")/Some(Int(8443))",
+            "Some(\"TCP\")/Some(Int(9090))"
+        ]
+    );
+    // And those are the ports the webhook's container serves.
+    let container_ports: Vec<i32> = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| {
+            s.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .map(|p| p.container_port)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(container_ports, [8443, 9090]);
     Ok(())
 }
