@@ -144,6 +144,8 @@ pub struct Settings {
     /// Also mount the zone's file at `/etc/localtime` (see the module docs).
     pub localtime: bool,
     pub agent: Option<AgentSettings>,
+    /// What annotations may choose here (see `crate::allow`).
+    pub allow: crate::allow::Allowlists,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -272,6 +274,43 @@ fn validate(spec: doc::Spec, p: &str) -> Result<Settings, PolicyError> {
         timezone,
         localtime: spec.localtime.unwrap_or(false),
         agent,
+        allow: validate_allow(spec.allow.unwrap_or_default(), p)?,
+    })
+}
+
+fn validate_allow(a: doc::Allow, p: &str) -> Result<crate::allow::Allowlists, PolicyError> {
+    let check = |list: &Option<Vec<String>>,
+                 name: &str,
+                 ok: &dyn Fn(&str) -> Result<(), &'static str>|
+     -> Result<(), PolicyError> {
+        for (i, entry) in list.iter().flatten().enumerate() {
+            ok(entry).map_err(|m| invalid(&format!("{p}allow.{name}[{i}]"), entry, m))?;
+        }
+        Ok(())
+    };
+    check(&a.log_topics, "logTopics", &|t| {
+        names::kafka_topic(t.strip_suffix('*').filter(|s| !s.is_empty()).unwrap_or(t))
+    })?;
+    check(&a.nfs_servers, "nfsServers", &|s| {
+        if s.is_empty() || s.contains('/') || s.chars().any(char::is_whitespace) {
+            Err("is not an NFS server name or address")
+        } else {
+            Ok(())
+        }
+    })?;
+    check(&a.nfs_paths, "nfsPaths", &|path| {
+        if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            Err("is not an absolute path without ..")
+        } else {
+            Ok(())
+        }
+    })?;
+    check(&a.pvc_claims, "pvcClaims", &|c| names::dns_subdomain(c))?;
+    Ok(crate::allow::Allowlists {
+        log_topics: a.log_topics,
+        nfs_servers: a.nfs_servers,
+        nfs_paths: a.nfs_paths,
+        pvc_claims: a.pvc_claims,
     })
 }
 
@@ -451,7 +490,18 @@ mod doc {
         pub timezone: Option<String>,
         pub localtime: Option<bool>,
         pub agent: Option<Agent>,
+        pub allow: Option<Allow>,
         pub namespaces: Option<BTreeMap<String, Spec>>,
+    }
+
+    /// What annotations may choose (see `crate::allow`).
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Allow {
+        pub log_topics: Option<Vec<String>>,
+        pub nfs_servers: Option<Vec<String>>,
+        pub nfs_paths: Option<Vec<String>>,
+        pub pvc_claims: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -462,6 +512,7 @@ mod doc {
         pub timezone: Option<String>,
         pub localtime: Option<bool>,
         pub agent: Option<Agent>,
+        pub allow: Option<Allow>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -154,9 +154,15 @@ pub fn mutate_view(policy: &Policy, namespace: &str, pod: Value, ctx: &MutationC
             }
         }
     };
+    let settings = policy.for_namespace(namespace);
+    if let Err(e) = settings.allow.check(&overrides, namespace) {
+        return Outcome::Denied {
+            message: e.to_string(),
+        };
+    }
     let already = annotations::injected(existing);
     let mut run = Run {
-        settings: policy.for_namespace(namespace),
+        settings,
         overrides: &overrides,
         ctx,
         editor: Editor::new(pod),

@@ -1493,3 +1493,101 @@ fn the_host_network_range_comes_from_the_policy_and_skips_the_pods_own_ports() {
         );
     }
 }
+
+#[test]
+fn annotations_outside_the_namespaces_allowlists_are_denied_with_the_list() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy.yaml"),
+    )
+    .unwrap();
+    let p = Policy::from_yaml(&text).unwrap();
+    let with = |pairs: &[(&str, &str)]| {
+        let mut pod = pod(APP_TM);
+        pod["metadata"]["namespace"] = json!("team-a");
+        let ann: serde_json::Map<String, Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        pod["metadata"]["annotations"] = Value::Object(ann);
+        pod
+    };
+    // Inside the lists: injected as asked.
+    let m = run(
+        &p,
+        "team-a",
+        &with(&[
+            ("flink-injector.io/log-topic", "team-a-wordcount"),
+            (
+                "flink-injector.io/usrlib",
+                "nfs.data.internal:/exports/team-a/wordcount",
+            ),
+        ]),
+        PLAIN,
+    );
+    let agent = container(&m.after, "containers", "flink-agent");
+    assert_eq!(
+        env_of(agent, "FLINK_AGENT_TOPIC").unwrap()["value"],
+        "team-a-wordcount"
+    );
+    // Outside: denied, naming the annotation, the value and the list.
+    for (key, value, list) in [
+        (
+            "flink-injector.io/log-topic",
+            "billing-logs",
+            "allow.logTopics is [team-a-logs, team-a-*]",
+        ),
+        (
+            "flink-injector.io/usrlib",
+            "nfs.billing.internal:/exports/team-a",
+            "allow.nfsServers",
+        ),
+        (
+            "flink-injector.io/usrlib",
+            "nfs.data.internal:/exports/billing",
+            "allow.nfsPaths",
+        ),
+        (
+            "flink-injector.io/usrlib",
+            "pvc:billing-jars",
+            "allow.pvcClaims is []",
+        ),
+    ] {
+        let Outcome::Denied { message } = mutate(&p, "team-a", &with(&[(key, value)]), &PLAIN)
+        else {
+            panic!("{key}={value} was not denied");
+        };
+        assert!(
+            message.contains(key) && message.contains("team-a") && message.contains(list),
+            "{message}"
+        );
+    }
+    // Other namespaces have no lists: the same annotation passes there.
+    let mut elsewhere = with(&[("flink-injector.io/log-topic", "billing-logs")]);
+    elsewhere["metadata"]["namespace"] = json!("flink-jobs");
+    assert!(matches!(
+        mutate(&p, "flink-jobs", &elsewhere, &PLAIN),
+        Outcome::Mutated { .. }
+    ));
+}
+
+#[test]
+fn malformed_allowlists_are_policy_errors() {
+    for (list, entry) in [
+        ("logTopics", "bad topic"),
+        ("nfsPaths", "relative/path"),
+        ("nfsPaths", "/exports/../etc"),
+        ("pvcClaims", "Bad_Claim"),
+        ("nfsServers", "nfs/x"),
+    ] {
+        let text = format!("allow: {{{list}: [\"{entry}\"]}}\n");
+        let e = Policy::from_yaml(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("allow.{list}[0]")) && e.contains(entry),
+            "{e}"
+        );
+    }
+    let e = Policy::from_yaml("allow: {topics: [x]}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("topics"), "{e}");
+}
