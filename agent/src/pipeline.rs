@@ -490,8 +490,23 @@ pub enum StartError {
 
 impl Agent {
     pub fn new(cfg: Config, metrics: Metrics) -> Result<Self, StartError> {
-        let state = match checkpoint::load(&cfg.state_file) {
-            Ok(s) => s,
+        let legacy = cfg.log_dir.join(checkpoint::LEGACY_NAME);
+        let state = match checkpoint::load_migrating(&cfg.state_file, &legacy) {
+            Ok((s, how)) => {
+                match how {
+                    checkpoint::Migration::Nothing => {}
+                    checkpoint::Migration::Moved => tracing::info!(
+                        from = %legacy.display(), to = %cfg.state_file.display(),
+                        "read positions moved out of the log volume; the old file is removed"),
+                    checkpoint::Migration::Taken(why) => tracing::warn!(
+                        from = %legacy.display(), to = %cfg.state_file.display(), error = %why,
+                        "read positions taken from the log volume, not yet saved at the new place"),
+                    checkpoint::Migration::Ignored => tracing::warn!(
+                        ignored = %legacy.display(), using = %cfg.state_file.display(),
+                        "a state file in the log volume is ignored: the agent's own is used"),
+                }
+                s
+            }
             Err(e) => {
                 // Starting over re-ships (duplicates), which beats not shipping at all.
                 tracing::error!(error = %e, "cannot load the checkpoint; starting from the beginning of every file");
