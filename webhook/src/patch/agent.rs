@@ -15,6 +15,10 @@ pub const LOGS_VOLUME: &str = "flink-logs";
 pub const SECRET_VOLUME: &str = "flink-agent-kafka-secret";
 pub const SECRET_DIR: &str = "/etc/flink-agent/kafka";
 pub const DEFAULT_LOG_DIR: &str = "/opt/flink/log";
+/// The agent's read positions live in a volume only the agent mounts: in Flink's log volume,
+/// Flink (or the job's code) could rewrite them to make the agent skip or re-ship logs.
+pub const STATE_VOLUME: &str = "flink-agent-state";
+pub const STATE_DIR: &str = "/var/lib/flink-agent";
 /// Not 9249, which a Flink PrometheusReporter in the same pod would hold.
 pub const METRICS_PORT: i64 = 9260;
 /// How long the agent may take after SIGTERM: tail until Flink's files are quiet (Flink writes
@@ -134,9 +138,13 @@ pub fn inject(ed: &mut Editor, want: &Agent, warnings: &mut Vec<String>) -> Resu
             list.key()
         ));
     }
-    for volume in [Some(LOGS_VOLUME), secret.map(|_| SECRET_VOLUME)]
-        .into_iter()
-        .flatten()
+    for volume in [
+        Some(LOGS_VOLUME),
+        Some(STATE_VOLUME),
+        secret.map(|_| SECRET_VOLUME),
+    ]
+    .into_iter()
+    .flatten()
     {
         if pod::has_volume(ed.pod(), volume) {
             return conflict(format!("the pod already has a volume named {volume}"));
@@ -158,6 +166,11 @@ pub fn inject(ed: &mut Editor, want: &Agent, warnings: &mut Vec<String>) -> Resu
 
     let volumes = Path::new(&["spec", "volumes"]);
     ed.append(&volumes, json!({"name": LOGS_VOLUME, "emptyDir": {}}))?;
+    // A few KiB per file tailed; the limit only guards the node.
+    ed.append(
+        &volumes,
+        json!({"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}}),
+    )?;
     if let Some(secret) = secret {
         ed.append(
             &volumes,
@@ -220,6 +233,10 @@ pub fn container(
         field_env("FLINK_AGENT_COMPONENT", "metadata.labels['component']"),
         env("FLINK_AGENT_CONTAINER", MAIN_CONTAINER),
         env("FLINK_AGENT_LOG_DIR", log_dir),
+        env(
+            "FLINK_AGENT_STATE_FILE",
+            &format!("{STATE_DIR}/checkpoints.json"),
+        ),
         env("FLINK_AGENT_BROKERS", &s.kafka.brokers),
         env("FLINK_AGENT_TOPIC", want.topic),
         env(
@@ -236,7 +253,10 @@ pub fn container(
             .collect();
         envs.push(env("FLINK_AGENT_KAFKA_PROPERTY", &lines.join("\n")));
     }
-    let mut mounts = vec![json!({"name": LOGS_VOLUME, "mountPath": log_dir})];
+    let mut mounts = vec![
+        json!({"name": LOGS_VOLUME, "mountPath": log_dir}),
+        json!({"name": STATE_VOLUME, "mountPath": STATE_DIR}),
+    ];
     if s.kafka.secret_name.is_some() {
         envs.push(env("FLINK_AGENT_KAFKA_SECRET_DIR", SECRET_DIR));
         mounts.push(json!({"name": SECRET_VOLUME, "mountPath": SECRET_DIR, "readOnly": true}));

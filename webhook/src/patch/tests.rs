@@ -240,6 +240,10 @@ fn agent_container_spec() {
         literal("FLINK_AGENT_CONTAINER", "flink-main-container"),
         literal("FLINK_AGENT_LOG_DIR", "/opt/flink/log"),
         literal(
+            "FLINK_AGENT_STATE_FILE",
+            "/var/lib/flink-agent/checkpoints.json",
+        ),
+        literal(
             "FLINK_AGENT_BROKERS",
             "kafka-0.kafka:9092,kafka-1.kafka:9092",
         ),
@@ -279,8 +283,20 @@ fn agent_container_spec() {
     assert_eq!(
         agent["volumeMounts"],
         json!([{"name": "flink-logs", "mountPath": "/opt/flink/log"},
+            {"name": "flink-agent-state", "mountPath": "/var/lib/flink-agent"},
             {"name": "flink-agent-kafka-secret", "mountPath": "/etc/flink-agent/kafka", "readOnly": true}])
     );
+    // Its read positions are in a volume Flink's container does not mount.
+    assert_eq!(
+        volume(&m.after, "flink-agent-state").unwrap(),
+        &json!({"name": "flink-agent-state", "emptyDir": {"sizeLimit": "16Mi"}})
+    );
+    let main = container(&m.after, "containers", "flink-main-container");
+    assert!(!main["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "flink-agent-state"));
     assert!(agent.get("restartPolicy").is_none());
     let typed = as_k8s_pod(&m.after);
     let spec = typed.spec.unwrap();
@@ -1590,4 +1606,18 @@ fn malformed_allowlists_are_policy_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("topics"), "{e}");
+}
+
+#[test]
+fn an_existing_state_volume_name_is_a_conflict() {
+    let mut p = pod(APP_TM);
+    p["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "flink-agent-state", "emptyDir": {}}));
+    let m = run(&design(), "flink-jobs", &p, PLAIN);
+    assert!(matches!(
+        skip_of(&m, Part::Agent),
+        Some(SkipReason::Conflict(_))
+    ));
 }
