@@ -85,6 +85,12 @@ pub struct Cli {
     #[arg(long, env = "FLINK_AGENT_SHUTDOWN_QUIET", default_value = "2s")]
     pub shutdown_quiet: String,
 
+    /// At most this many files open at once (a job that fills the log dir with files must not
+    /// exhaust the agent's descriptors or memory). Over it, a renamed or deleted file still being
+    /// read is let go first (its unread bytes are counted as lost); otherwise new files wait.
+    #[arg(long, env = "FLINK_AGENT_MAX_FILES", default_value_t = 256)]
+    pub max_files: usize,
+
     #[arg(long, env = "FLINK_AGENT_POD_NAME", default_value = "")]
     pub pod_name: String,
     #[arg(long, env = "FLINK_AGENT_NAMESPACE", default_value = "")]
@@ -230,6 +236,7 @@ pub struct Config {
     pub probe_token: Option<String>,
     pub shutdown_timeout: Duration,
     pub shutdown_quiet: Duration,
+    pub max_files: usize,
     pub pod: PodMeta,
     pub tz: crate::zone::Zone,
     pub multiline: MultilineConfig,
@@ -455,6 +462,7 @@ impl Config {
             probe_token: cli.probe_token.filter(|t| !t.is_empty()),
             shutdown_timeout: parse_duration("shutdown-timeout", &cli.shutdown_timeout)?,
             shutdown_quiet: parse_duration("shutdown-quiet", &cli.shutdown_quiet)?,
+            max_files: positive("max-files", cli.max_files)?,
             pod: PodMeta {
                 pod_name: cli.pod_name,
                 namespace: cli.namespace,
