@@ -117,8 +117,8 @@ fn kustomize(dir: &Path) -> Result<Vec<Value>> {
     yaml_docs(&String::from_utf8(out.stdout)?)
 }
 
-/// A copy of manifests/ with certificates written the way certs/generate.sh writes them.
-fn manifests_with_certs() -> Result<tempfile::TempDir> {
+/// A copy of manifests/ in a temp dir (as `<tmp>/manifests`), to render with files added.
+fn manifests_copy() -> Result<tempfile::TempDir> {
     let tmp = tempfile::tempdir()?;
     let status = Command::new("cp")
         .arg("-r")
@@ -128,6 +128,12 @@ fn manifests_with_certs() -> Result<tempfile::TempDir> {
     if !status.success() {
         bail!("copying manifests");
     }
+    Ok(tmp)
+}
+
+/// A copy of manifests/ with certificates written the way certs/generate.sh writes them.
+fn manifests_with_certs() -> Result<tempfile::TempDir> {
+    let tmp = manifests_copy()?;
     let status = Command::new(workspace_root().join("certs/generate.sh"))
         .arg("--out")
         .arg(tmp.path().join("manifests/tls"))
@@ -455,15 +461,7 @@ fn fail_closed_overlay_fails_closed_only_where_a_namespace_asks() -> Result<()> 
 
 #[test]
 fn fail_closed_component_goes_on_top_of_cert_manager() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(workspace_root().join("manifests"))
-        .arg(tmp.path())
-        .status()?;
-    if !status.success() {
-        bail!("copying manifests");
-    }
+    let tmp = manifests_copy()?;
     let mine = tmp.path().join("mine");
     std::fs::create_dir(&mine)?;
     std::fs::write(
