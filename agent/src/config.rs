@@ -70,9 +70,26 @@ pub struct Cli {
     #[arg(long, env = "FLINK_AGENT_FLINK_REST")]
     pub flink_rest: Option<String>,
 
+    /// When set, /healthz and /readyz answer 200 only to requests whose X-Flink-Agent-Probe
+    /// header carries it: in a hostNetwork pod another pod's agent on the node must not pass
+    /// this one's probes. The webhook sets it for such pods.
+    #[arg(long, env = "FLINK_AGENT_PROBE_TOKEN")]
+    pub probe_token: Option<String>,
+
     /// How long SIGTERM waits for Kafka to acknowledge what is in flight (e.g. 20s, 1500ms).
     #[arg(long, env = "FLINK_AGENT_SHUTDOWN_TIMEOUT", default_value = "20s")]
     pub shutdown_timeout: String,
+
+    /// After SIGTERM, keep tailing until the log files have been quiet this long (Flink writes
+    /// its shutdown after the signal), within --shutdown-timeout; 0 reads once and stops.
+    #[arg(long, env = "FLINK_AGENT_SHUTDOWN_QUIET", default_value = "2s")]
+    pub shutdown_quiet: String,
+
+    /// At most this many files open at once (a job that fills the log dir with files must not
+    /// exhaust the agent's descriptors or memory). Over it, a renamed or deleted file still being
+    /// read is let go first (its unread bytes are counted as lost); otherwise new files wait.
+    #[arg(long, env = "FLINK_AGENT_MAX_FILES", default_value_t = 256)]
+    pub max_files: usize,
 
     #[arg(long, env = "FLINK_AGENT_POD_NAME", default_value = "")]
     pub pod_name: String,
@@ -214,7 +231,12 @@ pub struct Config {
     pub state_file: PathBuf,
     pub metrics_listen: SocketAddr,
     pub flink_rest: String,
+    /// `--flink-rest` was given: the address is not learned from the JobManager's log.
+    pub flink_rest_given: bool,
+    pub probe_token: Option<String>,
     pub shutdown_timeout: Duration,
+    pub shutdown_quiet: Duration,
+    pub max_files: usize,
     pub pod: PodMeta,
     pub tz: crate::zone::Zone,
     pub multiline: MultilineConfig,
@@ -448,7 +470,11 @@ impl Config {
             state_file,
             metrics_listen,
             flink_rest,
+            flink_rest_given: cli.flink_rest.is_some(),
+            probe_token: cli.probe_token.filter(|t| !t.is_empty()),
             shutdown_timeout: parse_duration("shutdown-timeout", &cli.shutdown_timeout)?,
+            shutdown_quiet: parse_duration("shutdown-quiet", &cli.shutdown_quiet)?,
+            max_files: positive("max-files", cli.max_files)?,
             pod: PodMeta {
                 pod_name: cli.pod_name,
                 namespace: cli.namespace,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -27,12 +27,17 @@ pub struct ServerState {
     pub ready: Arc<AtomicBool>,
     /// Flink's metrics, read from its REST API, appended after the agent's own.
     pub flink: Option<Arc<crate::flink_rest::FlinkMetrics>>,
+    /// `--probe-token`: the probes must carry it (see `config`).
+    pub probe_token: Option<Arc<str>>,
 }
+
+/// The header a hostNetwork pod's probes carry, so that only its own agent passes them.
+pub const PROBE_HEADER: &str = "x-flink-agent-probe";
 
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -65,7 +70,27 @@ async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
+/// 421 Misdirected Request when the probe is not for this agent: in a hostNetwork pod it
+/// reached another pod's agent on the same node port, which must not make this pod look alive.
+fn misdirected(s: &ServerState, headers: &HeaderMap) -> bool {
+    s.probe_token.as_deref().is_some_and(|token| {
+        headers
+            .get(PROBE_HEADER)
+            .is_none_or(|v| v.as_bytes() != token.as_bytes())
+    })
+}
+
+async fn healthz(State(s): State<ServerState>, headers: HeaderMap) -> impl IntoResponse {
+    if misdirected(&s, &headers) {
+        return (StatusCode::MISDIRECTED_REQUEST, "not this pod's agent\n");
+    }
+    (StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(s): State<ServerState>, headers: HeaderMap) -> impl IntoResponse {
+    if misdirected(&s, &headers) {
+        return (StatusCode::MISDIRECTED_REQUEST, "not this pod's agent\n");
+    }
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
     } else {

@@ -3,7 +3,8 @@
 //! Pure core (no I/O): [`lines`], [`multiline`], [`parse`], [`encode`], and the ordering part of
 //! [`checkpoint`]. I/O at the edges: [`tail`] (files), [`kafka`] (producer), [`http`]
 //! (listener), [`pipeline`] (wiring, shutdown), with
-//! [`inflight`] (backpressure) and [`zone`] (the pod's time zone).
+//! [`inflight`] (backpressure), [`quiet`] (when Flink's files are quiet after SIGTERM) and
+//! [`zone`] (the pod's time zone).
 
 pub mod checkpoint;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod multiline;
 pub mod parse;
 pub mod pipeline;
+pub mod quiet;
 pub mod tail;
 pub mod zone;

@@ -56,10 +56,13 @@ fn start() -> anyhow::Result<()> {
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let (metrics, registry) = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let flink = Arc::new(flink_metrics(&cfg));
+    let rest_target = flink.target();
     let state = ServerState {
         registry: Arc::new(registry),
         ready: ready.clone(),
-        flink: Some(Arc::new(flink_metrics(&cfg))),
+        flink: Some(flink),
+        probe_token: cfg.probe_token.as_deref().map(Arc::from),
     };
     tokio::spawn(http::serve(cfg.metrics_listen, state));
     tracing::info!(
@@ -68,7 +71,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         topic = %cfg.topic,
         "flink-agent starting"
     );
-    let agent = Agent::new(cfg, metrics).context("invalid Kafka configuration")?;
+    let agent = Agent::new(cfg, metrics)
+        .context("invalid Kafka configuration")?
+        .learning_rest_address(rest_target);
     agent.run(ready, shutdown_signal()).await;
     Ok(())
 }
@@ -83,11 +88,15 @@ fn flink_metrics(cfg: &Config) -> FlinkMetrics {
         Some("taskmanager") => non_empty(&cfg.pod.pod_name),
         _ => None,
     };
+    // Only the JobManager pod's agent sees the line that announces the REST address.
+    let learn_from_log = !cfg.flink_rest_given && component.as_deref() == Some("jobmanager");
     FlinkMetrics::new(FlinkRestConfig {
         base_url: cfg.flink_rest.clone(),
         component,
         taskmanager_id,
         timeout: std::time::Duration::from_secs(3),
+        cluster_id: non_empty(&cfg.pod.cluster_id),
+        learn_from_log,
     })
 }
 

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub producer_restarts: Counter,
     pub read_errors: Counter,
     pub files_skipped: Counter,
+    pub files_deferred: Counter,
     pub events_truncated: Counter,
     pub kafka_client_errors: Family<KindLabel, Counter>,
     pub kafka_brokers_up: Gauge,
@@ -166,6 +167,11 @@ impl Metrics {
             "files_skipped",
             "Entries of the log dir with an included name that are not regular files (symlinks, directories, FIFOs): never read",
             m.files_skipped.clone(),
+        );
+        r.register(
+            "files_deferred",
+            "New log files not opened at a scan because --max-files were open and none of them was released (looked at again at the next scan)",
+            m.files_deferred.clone(),
         );
         r.register(
             "kafka_client_errors",

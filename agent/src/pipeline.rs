@@ -17,6 +17,7 @@ use tokio::sync::{watch, Notify, RwLock};
 use crate::checkpoint::{self, Ledger, StreamId};
 use crate::config::Config;
 use crate::encode::{self, Origin};
+use crate::flink_rest::target::RestTarget;
 use crate::inflight::InFlight;
 use crate::kafka::{DeliveryHandler, Sink};
 use crate::metrics::Metrics;
@@ -176,12 +177,18 @@ struct Shipper {
     max_payload: usize,
     /// Only the read loop parses; the lock is never contended.
     ts_cache: Mutex<parse::TsCache>,
+    rest_target: Option<Arc<RestTarget>>,
 }
 
 impl Shipper {
     fn encode(&self, re: &ReadEvent) -> Vec<u8> {
         let mut ts_cache = self.ts_cache.lock().unwrap_or_else(|p| p.into_inner());
         let parsed = parse::parse_cached(&re.event.text, &self.cfg.tz, &mut ts_cache);
+        if let Some(target) = &self.rest_target {
+            if let Some(url) = target.offer(parsed.timestamp.as_deref(), parsed.message) {
+                tracing::info!(%url, path = %re.path, "Flink REST address learned from the JobManager's log");
+            }
+        }
         let origin = Origin {
             path: &re.path,
             offset: re.event.start,
@@ -406,6 +413,25 @@ async fn read_loop(
     }
 }
 
+/// While the read loop goes on as usual: waits until neither the log dir nor what was read has
+/// changed for `shutdown_quiet`, or until `until` (false then).
+async fn wait_until_quiet(cfg: &Config, metrics: &Metrics, until: Instant) -> bool {
+    const POLL: Duration = Duration::from_millis(50);
+    let observe = || crate::quiet::snapshot(&cfg.log_dir, |n| cfg.included(n));
+    let mut watch =
+        crate::quiet::QuietWatch::new(Instant::now(), observe(), metrics.bytes_read.get());
+    loop {
+        let now = Instant::now();
+        if watch.observe(now, observe(), metrics.bytes_read.get()) >= cfg.shutdown_quiet {
+            return true;
+        }
+        if now >= until {
+            return false;
+        }
+        tokio::time::sleep(POLL.min(until - now)).await;
+    }
+}
+
 /// Serves Kafka's delivery reports for as long as the agent runs: every `REPORTS_BUSY` while
 /// events are in flight, every `REPORTS_IDLE` otherwise. On the runtime's thread, the thread
 /// that queues the messages (see the kafka module).
@@ -453,6 +479,7 @@ pub struct Agent {
     ledger: Arc<Mutex<Ledger>>,
     sink: Arc<Sink<Acks>>,
     acks: Arc<Acks>,
+    rest_target: Option<Arc<RestTarget>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -463,8 +490,23 @@ pub enum StartError {
 
 impl Agent {
     pub fn new(cfg: Config, metrics: Metrics) -> Result<Self, StartError> {
-        let state = match checkpoint::load(&cfg.state_file) {
-            Ok(s) => s,
+        let legacy = cfg.log_dir.join(checkpoint::LEGACY_NAME);
+        let state = match checkpoint::load_migrating(&cfg.state_file, &legacy) {
+            Ok((s, how)) => {
+                match how {
+                    checkpoint::Migration::Nothing => {}
+                    checkpoint::Migration::Moved => tracing::info!(
+                        from = %legacy.display(), to = %cfg.state_file.display(),
+                        "read positions moved out of the log volume; the old file is removed"),
+                    checkpoint::Migration::Taken(why) => tracing::warn!(
+                        from = %legacy.display(), to = %cfg.state_file.display(), error = %why,
+                        "read positions taken from the log volume, not yet saved at the new place"),
+                    checkpoint::Migration::Ignored => tracing::warn!(
+                        ignored = %legacy.display(), using = %cfg.state_file.display(),
+                        "a state file in the log volume is ignored: the agent's own is used"),
+                }
+                s
+            }
             Err(e) => {
                 // Starting over re-ships (duplicates), which beats not shipping at all.
                 tracing::error!(error = %e, "cannot load the checkpoint; starting from the beginning of every file");
@@ -502,7 +544,15 @@ impl Agent {
             ledger,
             sink: Arc::new(sink),
             acks,
+            rest_target: None,
         })
+    }
+
+    /// Offers every shipped record to `target`, which learns Flink's REST address from the
+    /// JobManager's log when it is set to (see `flink_rest::target`).
+    pub fn learning_rest_address(mut self, target: Arc<RestTarget>) -> Self {
+        self.rest_target = target.learns().then_some(target);
+        self
     }
 
     /// Runs until `shutdown` resolves, then drains within the shutdown timeout.
@@ -521,6 +571,7 @@ impl Agent {
             encoder: encode::Encoder::new(&cfg.pod),
             max_payload: cfg.max_payload_bytes(),
             ts_cache: Mutex::new(parse::TsCache::default()),
+            rest_target: self.rest_target.clone(),
         });
         let retrier = tokio::spawn(shipper.clone().retry_loop());
         let reporter = tokio::spawn(serve_reports(self.sink.clone(), self.acks.clone()));
@@ -580,8 +631,17 @@ impl Agent {
                 shutdown.await;
             }
         }
-        let deadline = Instant::now() + cfg.shutdown_timeout;
-        tracing::info!(timeout = ?cfg.shutdown_timeout, "shutting down: shipping what is read and waiting for Kafka");
+        let signalled = Instant::now();
+        let deadline = signalled + cfg.shutdown_timeout;
+        tracing::info!(quiet = ?cfg.shutdown_quiet, timeout = ?cfg.shutdown_timeout,
+            "shutting down: tailing until the log files are quiet, then shipping and waiting for Kafka");
+        let quiet_by = deadline - crate::quiet::drain_reserve(cfg.shutdown_timeout);
+        if wait_until_quiet(&cfg, &self.metrics, quiet_by).await {
+            tracing::info!(after = ?signalled.elapsed(), "log files quiet; reading them to their end");
+        } else {
+            tracing::warn!(after = ?signalled.elapsed(),
+                "log files still changing; reading them to their end and shipping within the timeout");
+        }
         let _ = stop_tx.send(true);
         if !reader.is_finished()
             && tokio::time::timeout_at(deadline.into(), &mut reader)

@@ -116,6 +116,8 @@ pub struct Tailer {
     scratch: Vec<u8>,
     /// Names skipped as not regular files at the last scan: each is reported once.
     skipped: HashSet<String>,
+    /// New files waiting for room under `--max-files`: each is reported once.
+    deferred: HashSet<String>,
 }
 
 impl Tailer {
@@ -128,6 +130,7 @@ impl Tailer {
             by_inode: HashMap::new(),
             scratch: vec![0; 64 * 1024],
             skipped: HashSet::new(),
+            deferred: HashSet::new(),
         }
     }
 
@@ -197,6 +200,7 @@ impl Tailer {
         let present: HashSet<(u64, u64)> = listing.iter().map(|l| (l.2, l.3)).collect();
 
         let mut reachable: HashSet<StreamId> = HashSet::new();
+        let mut deferred = HashSet::new();
         for (name, path, dev, ino, size) in &listing {
             let included = self.cfg.included(name);
             if let Some(&id) = self.by_inode.get(&(*dev, *ino)) {
@@ -212,6 +216,10 @@ impl Tailer {
                 continue;
             }
             if included {
+                if !self.make_room(out) {
+                    self.defer(name, &mut deferred);
+                    continue;
+                }
                 if let Some(id) = self.open(path, *dev, *ino, true) {
                     reachable.insert(id);
                 }
@@ -232,10 +240,16 @@ impl Tailer {
                     None => self.is_archive_name(name),
                 };
                 if unfinished {
+                    if !self.make_room(out) {
+                        self.defer(name, &mut deferred);
+                        continue;
+                    }
                     self.open(path, *dev, *ino, false);
                 }
             }
         }
+
+        self.deferred = deferred;
 
         // Tailed files no longer under an included name: rotated away or deleted.
         for (id, t) in self.files.iter_mut() {
@@ -301,6 +315,55 @@ impl Tailer {
         }
         drop(l);
         self.metrics.files_tailed.set(self.files.len() as i64);
+    }
+
+    /// Keeps at most `--max-files` open: over it, a released file (renamed or deleted, being read
+    /// to its end) is let go first, the one with the least left to read, and what it had left is
+    /// lost, counted and logged. With none released there is no room: false.
+    fn make_room(&mut self, out: &mut Vec<ReadEvent>) -> bool {
+        if self.files.len() < self.cfg.max_files {
+            return true;
+        }
+        let released = self
+            .files
+            .iter()
+            .filter(|(_, t)| !t.reachable)
+            .map(|(id, t)| {
+                let len = t.file.metadata().map(|m| m.len()).unwrap_or(t.pos);
+                (len.saturating_sub(t.pos), *id)
+            })
+            .min();
+        let Some((left, id)) = released else {
+            return false;
+        };
+        let path = self.files.get(&id).map(|t| t.path.clone());
+        let path = path.as_deref().unwrap_or_default();
+        if left > 0 {
+            self.metrics.lost_bytes.inc_by(left);
+            tracing::error!(path, bytes = left, max_files = self.cfg.max_files,
+                "too many files open: letting go of a renamed or deleted file before its end; bytes lost");
+        } else {
+            tracing::info!(
+                path,
+                max_files = self.cfg.max_files,
+                "too many files open: letting go of a renamed or deleted file read to its end"
+            );
+        }
+        self.finish(id, out, false);
+        true
+    }
+
+    /// A new file that has no room yet: counted, and logged the first time it waits.
+    fn defer(&mut self, name: &str, deferred: &mut HashSet<String>) {
+        if !self.deferred.contains(name) {
+            self.metrics.files_deferred.inc();
+            tracing::warn!(
+                file = name,
+                max_files = self.cfg.max_files,
+                "too many files open (--max-files) and none released: not reading this one yet"
+            );
+        }
+        deferred.insert(name.to_string());
     }
 
     /// Opens a newly seen file, resuming from the ledger when it knows the file.

@@ -23,6 +23,10 @@ use crate::{free_port, tool, wait_for, ChildGuard};
 /// 2 minutes while other test suites and builds ran).
 const START_TIMEOUT: Duration = Duration::from_secs(240);
 
+/// The `kubernetes.cluster-id` every local cluster is configured with: the `--cluster-id` the
+/// tests give the agent (`crate::agent::start_agent`), so that the agent reads it.
+pub const CLUSTER_ID: &str = "test-cluster";
+
 pub struct LocalFlink {
     home: PathBuf,
     /// Config, pid, tmp and stdout files of this cluster; removed on drop.
@@ -88,6 +92,8 @@ impl LocalFlink {
             Ok(p.display().to_string())
         };
         let mut conf: Vec<(String, String)> = vec![
+            // As in native Kubernetes mode, where the agent checks it against its own.
+            ("kubernetes.cluster-id", CLUSTER_ID.into()),
             ("env.java.opts.all", java_opts),
             ("env.pid.dir", dir("pid")?),
             ("io.tmp.dirs", dir("tmp")?),
@@ -131,6 +137,12 @@ impl LocalFlink {
             .collect();
         std::fs::write(conf_dir.join("config.yaml"), yaml).context("writing config.yaml")?;
 
+        // What extra_conf says wins; `rest.port: 0` (a random port, as with
+        // kubernetes.hostnetwork.enabled) is learned from the JobManager's log once it is up.
+        let rest_port = match conf.iter().find(|(k, _)| k == "rest.port") {
+            Some((_, v)) => v.parse().context("rest.port")?,
+            None => rest_port,
+        };
         let mut flink = Self {
             home,
             conf_dir,
@@ -182,6 +194,12 @@ impl LocalFlink {
                     );
                 }
             }
+            if self.rest_port == 0 {
+                match self.announced_rest_port()? {
+                    Some(port) => self.rest_port = port,
+                    None => return Ok(None),
+                }
+            }
             let overview = self.rest_get("/overview")?;
             Ok((overview["taskmanagers"].as_u64().unwrap_or(0) >= 1).then_some(()))
         })
@@ -193,6 +211,22 @@ impl LocalFlink {
                 self.stdio_tail("taskmanager")
             )
         })
+    }
+
+    /// The port in the JobManager's `Rest endpoint listening at <host>:<port>`, once written.
+    fn announced_rest_port(&self) -> Result<Option<u16>> {
+        for f in log_files(&self.log_dir)? {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let port = text
+                .lines()
+                .filter_map(|l| l.split_once("Rest endpoint listening at "))
+                .filter_map(|(_, addr)| addr.trim().rsplit_once(':'))
+                .find_map(|(_, port)| port.parse().ok());
+            if port.is_some() {
+                return Ok(port);
+            }
+        }
+        Ok(None)
     }
 
     fn stdio_tail(&self, name: &str) -> String {
@@ -365,6 +399,26 @@ impl LocalFlink {
         Ok(())
     }
 
+    /// The JVMs' pids (JobManager, then TaskManager), for signalling them with something else.
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.jobmanager, &self.taskmanager]
+            .into_iter()
+            .flatten()
+            .map(ChildGuard::pid)
+            .collect()
+    }
+
+    /// Waits for both JVMs to exit on their own (after a signal sent elsewhere).
+    pub fn wait_exited(&mut self, timeout: Duration) -> Result<()> {
+        for child in [self.jobmanager.as_mut(), self.taskmanager.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            child.wait_timeout(timeout)?;
+        }
+        Ok(())
+    }
+
     /// Kills only the JobManager (the REST API goes away; the TaskManager stays).
     pub fn stop_jobmanager(&mut self) -> Result<()> {
         match self.jobmanager.take() {
@@ -532,3 +586,51 @@ public class FlinkInjectorE2eJob {
     }
 }
 "#;
+
+/// The events a file must give: (start offset, raw text without the final newline), grouped the
+/// way Flink's layout groups them (a record starts with `yyyy-MM-dd HH:mm:ss`), at most 500
+/// lines each (the agent's default bound).
+pub fn expected_events(data: &[u8]) -> Vec<(u64, String)> {
+    let is_start = |l: &[u8]| {
+        l.len() >= 19
+            && l[..19].iter().enumerate().all(|(i, &b)| match i {
+                4 | 7 => b == b'-',
+                10 => b == b' ',
+                13 | 16 => b == b':',
+                _ => b.is_ascii_digit(),
+            })
+    };
+    let mut out: Vec<(u64, String, usize)> = Vec::new();
+    let mut pos = 0usize;
+    // Only complete lines: a last line without newline is still being written.
+    while let Some(i) = data[pos..].iter().position(|&b| b == b'\n') {
+        let line = &data[pos..pos + i];
+        let text = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+        match out.last_mut() {
+            Some(last) if !is_start(line) && last.2 < 500 => {
+                last.1.push('\n');
+                last.1.push_str(&text);
+                last.2 += 1;
+            }
+            _ => out.push((pos as u64, text.into_owned(), 1)),
+        }
+        pos += i + 1;
+    }
+    out.into_iter().map(|(o, t, _)| (o, t)).collect()
+}
+
+pub fn included(name: &str) -> bool {
+    [".log", ".out", ".err"].iter().any(|s| name.ends_with(s)) && !name.starts_with('.')
+}
+
+pub fn log_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if included(&e.file_name().to_string_lossy()) && e.metadata()?.len() > 0 {
+            v.push(e.path());
+        }
+    }
+    v.sort();
+    Ok(v)
+}

@@ -55,8 +55,13 @@ pub fn issue_certs(out: &Path) -> Result<()> {
 /// Lays out a directory the way the kubelet mounts a Secret: files are symlinks through `..data`,
 /// which is itself a symlink swapped atomically on update.
 pub fn kubelet_style_secret(dir: &Path, version: &str) -> Result<()> {
+    kubelet_style_secret_valid_for(dir, version, 2)
+}
+
+/// [`kubelet_style_secret`] with a certificate valid for `days`.
+pub fn kubelet_style_secret_valid_for(dir: &Path, version: &str, days: u32) -> Result<()> {
     let versioned = dir.join(format!("..{version}"));
-    issue_certs(&versioned)?;
+    crate::issue_certs(&workspace_bin("flink-webhook")?, &versioned, Some(days))?;
     let tmp = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     symlink(format!("..{version}"), &tmp)?;

@@ -388,3 +388,44 @@ fn an_event_too_big_for_kafka_is_cut_and_the_file_goes_on() -> Result<()> {
     healthy(&mut agent)?;
     stop(&mut agent)
 }
+
+/// A job that writes more files than `--max-files`: the extra file waits (counted, logged)
+/// instead of opening without bound, and gets its turn once a tailed file is renamed away and
+/// read to its end. Nothing of the files that were read is lost.
+#[test]
+fn more_files_than_max_files_wait_for_a_released_one() -> Result<()> {
+    let (work, log_dir, broker) = scene()?;
+    let topic = "agent-max-files";
+    for name in ["a.log", "b.log", "c.log"] {
+        append_records(&log_dir.join(name), name, 0..50)?;
+    }
+    let agent = start_agent(
+        &log_dir,
+        work.path(),
+        &broker.bootstrap(),
+        topic,
+        &["--max-files", "2"],
+    )?;
+    agent.wait_metric("flink_agent_files_deferred_total", MINUTE, |v| v >= 1.0)?;
+    ensure!(agent.metric("flink_agent_files_tailed")? <= 2.0);
+    ensure!(
+        agent.logged("too many files open (--max-files)"),
+        "{}",
+        agent.log_tail()
+    );
+    // Which one waits depends on the listing's order (sorted by name): c.log.
+    let waiting = "c.log";
+    let events = shipped_once(&broker, topic, "a.log", 50, &agent)?;
+    ensure!(!events.is_empty());
+    shipped_once(&broker, topic, "b.log", 50, &agent)?;
+    // log4j's rotation: a.log becomes an archive, read to its end, then let go for c.log.
+    std::fs::rename(log_dir.join("a.log"), log_dir.join("a.log.1"))?;
+    shipped_once(&broker, topic, waiting, 50, &agent)?;
+    ensure!(agent.metric("flink_agent_files_tailed")? <= 2.0);
+    ensure!(
+        agent.metric("flink_agent_lost_bytes_total")? == 0.0,
+        "{}",
+        agent.log_tail()
+    );
+    Ok(())
+}

@@ -3,61 +3,12 @@
 //! must match the files event by event (offsets, grouping, text).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use flink_injector_tests::agent::start_agent;
 use flink_injector_tests::broker::{Broker, TopicReader};
-use flink_injector_tests::flink::LocalFlink;
-
-/// The events a file must give: (start offset, raw text without the final newline), grouped the
-/// way Flink's layout groups them (a record starts with `yyyy-MM-dd HH:mm:ss`), at most 500
-/// lines each (the agent's default bound).
-fn expected_events(data: &[u8]) -> Vec<(u64, String)> {
-    let is_start = |l: &[u8]| {
-        l.len() >= 19
-            && l[..19].iter().enumerate().all(|(i, &b)| match i {
-                4 | 7 => b == b'-',
-                10 => b == b' ',
-                13 | 16 => b == b':',
-                _ => b.is_ascii_digit(),
-            })
-    };
-    let mut out: Vec<(u64, String, usize)> = Vec::new();
-    let mut pos = 0usize;
-    // Only complete lines: a last line without newline is still being written.
-    while let Some(i) = data[pos..].iter().position(|&b| b == b'\n') {
-        let line = &data[pos..pos + i];
-        let text = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
-        match out.last_mut() {
-            Some(last) if !is_start(line) && last.2 < 500 => {
-                last.1.push('\n');
-                last.1.push_str(&text);
-                last.2 += 1;
-            }
-            _ => out.push((pos as u64, text.into_owned(), 1)),
-        }
-        pos += i + 1;
-    }
-    out.into_iter().map(|(o, t, _)| (o, t)).collect()
-}
-
-fn included(name: &str) -> bool {
-    [".log", ".out", ".err"].iter().any(|s| name.ends_with(s)) && !name.starts_with('.')
-}
-
-fn log_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if included(&e.file_name().to_string_lossy()) && e.metadata()?.len() > 0 {
-            v.push(e.path());
-        }
-    }
-    v.sort();
-    Ok(v)
-}
+use flink_injector_tests::flink::{expected_events, log_files, LocalFlink};
 
 #[test]
 fn real_flink_logs_arrive_as_written() -> Result<()> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use flink_injector_tests::agent::{
     check_records, checkpoint_offset, default_state_file, flink_record, read_records, start_agent,
 };
@@ -306,5 +306,67 @@ fn file_deleted_while_the_agent_is_down_is_counted_as_lost() -> Result<()> {
         s.len()
     );
     assert!(lost <= (s.len() as u64 - offset) as f64);
+    Ok(())
+}
+
+/// The read positions move out of Flink's log volume: an agent given a `--state-file` elsewhere
+/// takes a state file it finds in the log dir once (no re-shipping), removes it, and never reads
+/// that place again, even when something writes a file there later.
+#[test]
+fn state_left_in_the_log_volume_is_taken_once_then_never_again() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let log_dir = work.path().join("log");
+    let state_dir = work.path().join("state");
+    std::fs::create_dir(&log_dir)?;
+    std::fs::create_dir(&state_dir)?;
+    let broker = Broker::start(work.path())?;
+    let topic = "agent-state-move";
+    let path = log_dir.join("move.log");
+    let first: String = (0..500).map(|i| flink_record("move", i)).collect();
+    std::fs::write(&path, &first)?;
+
+    // The old layout: positions in the log dir.
+    let mut old = start_agent(&log_dir, work.path(), &broker.bootstrap(), topic, &[])?;
+    read_records(&broker.bootstrap(), topic, "move", 500, &old)?;
+    old.guard.signal(15)?;
+    ensure!(old.guard.wait_timeout(Duration::from_secs(40))?.success());
+    let legacy = default_state_file(&log_dir);
+    ensure!(checkpoint_offset(&legacy, &path)? == Some(first.len() as u64));
+    drop(old);
+
+    // The new layout: positions taken from there once.
+    let state = state_dir.join("checkpoints.json");
+    let state_arg = state.to_string_lossy().into_owned();
+    let args = ["--state-file", state_arg.as_str()];
+    let mut new = start_agent(&log_dir, work.path(), &broker.bootstrap(), topic, &args)?;
+    ensure!(
+        !legacy.exists(),
+        "the old state file is still in the log volume"
+    );
+    let more: String = (500..800).map(|i| flink_record("move", i)).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)?
+        .write_all(more.as_bytes())?;
+    let (_, check) = read_records(&broker.bootstrap(), topic, "move", 800, &new)?;
+    ensure!(
+        check.duplicates == 0,
+        "re-shipped after the move: {check:?}"
+    );
+    new.guard.signal(15)?;
+    ensure!(new.guard.wait_timeout(Duration::from_secs(40))?.success());
+    drop(new);
+
+    // A forged state file in the log volume (Flink can write there) claims nothing was read.
+    std::fs::write(&legacy, r#"{"version":1,"files":[]}"#)?;
+    let again = start_agent(&log_dir, work.path(), &broker.bootstrap(), topic, &args)?;
+    let last: String = (800..900).map(|i| flink_record("move", i)).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)?
+        .write_all(last.as_bytes())?;
+    let (_, check) = read_records(&broker.bootstrap(), topic, "move", 900, &again)?;
+    ensure!(check.duplicates == 0, "the forged file was read: {check:?}");
+    ensure!(legacy.exists(), "the agent touched a file it must ignore");
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use flink_agent::flink_rest::{FlinkMetrics, FlinkRestConfig};
-use flink_injector_tests::flink::{http_get, LocalFlink};
+use flink_injector_tests::flink::{http_get, LocalFlink, CLUSTER_ID};
 use flink_injector_tests::{free_port, wait_for, workspace_bin, ChildGuard};
 use prometheus_parse::{LineInfo, Sample, Scrape, Value};
 
@@ -97,6 +97,8 @@ fn flink_metrics_from_a_real_flink() -> Result<()> {
         component: Some("jobmanager".into()),
         taskmanager_id: None,
         timeout,
+        cluster_id: Some(CLUSTER_ID.into()),
+        learn_from_log: false,
     })
     .with_min_interval(Duration::ZERO);
     let tm = FlinkMetrics::new(FlinkRestConfig {
@@ -104,6 +106,8 @@ fn flink_metrics_from_a_real_flink() -> Result<()> {
         component: Some("taskmanager".into()),
         taskmanager_id: Some(tm_id.clone()),
         timeout,
+        cluster_id: Some(CLUSTER_ID.into()),
+        learn_from_log: false,
     })
     .with_min_interval(Duration::ZERO);
 
@@ -302,7 +306,7 @@ impl AgentBinary {
             .arg("--flink-rest")
             .arg(flink.rest_url())
             .args(["--pod-name", "e2e-jobmanager-pod", "--namespace", "e2e"])
-            .args(["--cluster-id", "e2e", "--component", "jobmanager"])
+            .args(["--cluster-id", CLUSTER_ID, "--component", "jobmanager"])
             .env("FLINK_AGENT_LOG", "info,librdkafka=off")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -11,6 +11,7 @@ use flink_injector_tests::{workspace_bin, workspace_root};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::de::DeserializeOwned;
@@ -39,6 +40,7 @@ struct Objects {
     configmaps: Vec<ConfigMap>,
     secrets: Vec<Secret>,
     namespaces: Vec<Namespace>,
+    network_policies: Vec<NetworkPolicy>,
     other: Vec<String>,
 }
 
@@ -55,6 +57,7 @@ fn check_all(docs: &[Value]) -> Result<Objects> {
             ("v1", "Service") => drop(strict::<Service>(doc)?),
             ("apps/v1", "Deployment") => out.deployments.push(strict(doc)?),
             ("policy/v1", "PodDisruptionBudget") => drop(strict::<PodDisruptionBudget>(doc)?),
+            ("networking.k8s.io/v1", "NetworkPolicy") => out.network_policies.push(strict(doc)?),
             ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
                 out.webhooks.push(strict(doc)?)
             }
@@ -114,8 +117,8 @@ fn kustomize(dir: &Path) -> Result<Vec<Value>> {
     yaml_docs(&String::from_utf8(out.stdout)?)
 }
 
-/// A copy of manifests/ with certificates written the way certs/generate.sh writes them.
-fn manifests_with_certs() -> Result<tempfile::TempDir> {
+/// A copy of manifests/ in a temp dir (as `<tmp>/manifests`), to render with files added.
+fn manifests_copy() -> Result<tempfile::TempDir> {
     let tmp = tempfile::tempdir()?;
     let status = Command::new("cp")
         .arg("-r")
@@ -125,6 +128,12 @@ fn manifests_with_certs() -> Result<tempfile::TempDir> {
     if !status.success() {
         bail!("copying manifests");
     }
+    Ok(tmp)
+}
+
+/// A copy of manifests/ with certificates written the way certs/generate.sh writes them.
+fn manifests_with_certs() -> Result<tempfile::TempDir> {
+    let tmp = manifests_copy()?;
     let status = Command::new(workspace_root().join("certs/generate.sh"))
         .arg("--out")
         .arg(tmp.path().join("manifests/tls"))
@@ -359,5 +368,192 @@ fn images_carry_the_allocator_settings() -> Result<()> {
             assert!(env.contains(&want.as_str()), "{image} lacks ENV {want}");
         }
     }
+    Ok(())
+}
+
+/// Whether a namespace with `labels` is selected (matchLabels and the four operators).
+fn selects(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool> {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let mut by_expressions = true;
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default();
+        let has = labels.get(&e.key);
+        by_expressions &= match e.operator.as_str() {
+            "In" => has.is_some_and(|v| values.contains(v)),
+            "NotIn" => has.is_none_or(|v| !values.contains(v)),
+            "Exists" => has.is_some(),
+            "DoesNotExist" => has.is_none(),
+            other => bail!("unknown operator {other}"),
+        };
+    }
+    Ok(by_labels && by_expressions)
+}
+
+#[test]
+fn fail_closed_overlay_fails_closed_only_where_a_namespace_asks() -> Result<()> {
+    let tmp = manifests_with_certs()?;
+    let base = check_all(&kustomize(&tmp.path().join("manifests"))?)?;
+    let docs = kustomize(&tmp.path().join("manifests/overlays/fail-closed"))?;
+    let objs = check_all(&docs)?;
+    let [config] = objs.webhooks.as_slice() else {
+        bail!("expected one MutatingWebhookConfiguration");
+    };
+    let hooks = config.webhooks.as_deref().unwrap_or_default();
+    let [open, closed] = hooks else {
+        bail!("expected two webhook entries, got {}", hooks.len());
+    };
+    assert_eq!(open.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(closed.failure_policy.as_deref(), Some("Fail"));
+    // The second entry is the first in all but name, policy and namespaces: same server, same
+    // CA (copied by the component), same pods, same rules.
+    let ca = |h: &k8s_openapi::api::admissionregistration::v1::MutatingWebhook| {
+        h.client_config.ca_bundle.clone().map(|b| b.0)
+    };
+    assert!(ca(open).is_some_and(|b| String::from_utf8_lossy(&b).contains("BEGIN CERTIFICATE")));
+    assert_eq!(ca(open), ca(closed));
+    assert_eq!(open.client_config.service, closed.client_config.service);
+    assert_eq!(open.object_selector, closed.object_selector);
+    assert_eq!(open.rules, closed.rules);
+    assert_eq!(open.side_effects, closed.side_effects);
+    assert_eq!(open.reinvocation_policy, closed.reinvocation_policy);
+    assert_eq!(open.timeout_seconds, closed.timeout_seconds);
+    // Everything else is what manifests/ installs.
+    assert_eq!(objs.deployments, base.deployments);
+    assert_eq!(objs.configmaps, base.configmaps);
+
+    // Each namespace is served by exactly the entry it asks for, or by none.
+    let ns = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let enabled = ("flink-injector.io/enabled", "true");
+    let fail = ("flink-injector.io/failure-policy", "Fail");
+    for (labels, want) in [
+        (ns(&[enabled]), [true, false]),
+        (ns(&[enabled, fail]), [false, true]),
+        (
+            ns(&[enabled, ("flink-injector.io/failure-policy", "Ignore")]),
+            [true, false],
+        ),
+        (ns(&[fail]), [false, false]),
+        (ns(&[]), [false, false]),
+    ] {
+        let mut got = [false; 2];
+        for (slot, h) in got.iter_mut().zip([open, closed]) {
+            *slot = match &h.namespace_selector {
+                Some(s) => selects(s, &labels)?,
+                None => true,
+            };
+        }
+        assert_eq!(got, want, "namespace labels {labels:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn fail_closed_component_goes_on_top_of_cert_manager() -> Result<()> {
+    let tmp = manifests_copy()?;
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir(&mine)?;
+    std::fs::write(
+        mine.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [../manifests/overlays/cert-manager]\n\
+         components: [../manifests/components/fail-closed]\n",
+    )?;
+    let objs = check_all(&kustomize(&mine)?)?;
+    let [config] = objs.webhooks.as_slice() else {
+        bail!("expected one MutatingWebhookConfiguration");
+    };
+    let policies: Vec<Option<&str>> = config
+        .webhooks
+        .iter()
+        .flatten()
+        .map(|h| h.failure_policy.as_deref())
+        .collect();
+    assert_eq!(policies, [Some("Ignore"), Some("Fail")]);
+    assert_eq!(
+        config
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("cert-manager.io/inject-ca-from"))
+            .map(String::as_str),
+        Some("flink-system/flink-webhook-serving"),
+        "cainjector fills both entries' caBundle"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_network_policy_opens_the_webhooks_two_ports_and_nothing_else() -> Result<()> {
+    let tmp = manifests_with_certs()?;
+    let objs = check_all(&kustomize(&tmp.path().join("manifests"))?)?;
+    let [policy] = objs.network_policies.as_slice() else {
+        bail!("expected one NetworkPolicy");
+    };
+    let spec = policy.spec.as_ref().context("spec")?;
+    // It selects the webhook's pods, as the Deployment labels them.
+    let deployment = objs.deployments.first().context("deployment")?;
+    let pod_labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let selector = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    assert!(
+        !selector.is_empty(),
+        "an empty podSelector selects every pod"
+    );
+    for (k, v) in &selector {
+        assert_eq!(pod_labels.get(k), Some(v), "podSelector {k}={v}");
+    }
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    let mut ports: Vec<String> = spec
+        .ingress
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.ports.iter().flatten())
+        .map(|p| format!("{:?}/{:?}", p.protocol, p.port))
+        .collect();
+    ports.sort();
+    assert_eq!(
+        ports,
+        [
+            "Some(\"TCP\")/Some(Int(8443))",
+            "Some(\"TCP\")/Some(Int(9090))"
+        ]
+    );
+    // And those are the ports the webhook's container serves.
+    let container_ports: Vec<i32> = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| {
+            s.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .map(|p| p.container_port)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(container_ports, [8443, 9090]);
     Ok(())
 }

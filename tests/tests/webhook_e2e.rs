@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use flink_injector_tests::https::HttpsConn;
-use flink_injector_tests::webhook::{example_policy, kubelet_style_secret, raw_exchange, start};
+use flink_injector_tests::webhook::{
+    example_policy, kubelet_style_secret_valid_for, raw_exchange, start,
+};
 use flink_injector_tests::{fixture, workspace_bin, workspace_root};
 use serde_json::Value;
 
@@ -278,9 +280,24 @@ async fn rotated_certificate_is_served_to_new_connections_without_dropping_old_o
     let mut old = hook.conn().await?;
     let first_leaf = old.peer_leaf.clone().expect("leaf");
     let review: Value = review_fixture("flink-2.3-application-taskmanager.review.json")?;
+    // The served certificate's notAfter: the first one is valid for 2 days.
+    let day = 86_400.0;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    let expiry = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("flink_webhook_certificate_expiry_timestamp_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let first = expiry(&hook.metrics().await?).context("no certificate expiry gauge")?;
+    assert!(
+        (first - (now + 2.0 * day)).abs() < 3600.0,
+        "{first} vs {now}"
+    );
 
-    // Rotate like the kubelet does: new versioned dir, swap `..data`.
-    kubelet_style_secret(&hook.dir.path().join("tls"), "v2")?;
+    // Rotate like the kubelet does: new versioned dir, swap `..data`; valid for 5 days.
+    kubelet_style_secret_valid_for(&hook.dir.path().join("tls"), "v2", 5)?;
     let new_leaf = std::fs::read(hook.dir.path().join("tls/tls.crt"))?;
     assert_ne!(
         new_leaf,
@@ -309,6 +326,11 @@ async fn rotated_certificate_is_served_to_new_connections_without_dropping_old_o
     assert!(
         metrics.contains("flink_webhook_tls_reloads_total{result=\"success\"} 1"),
         "{metrics}"
+    );
+    let second = expiry(&metrics).context("no certificate expiry gauge")?;
+    assert!(
+        (second - (now + 5.0 * day)).abs() < 3600.0,
+        "{second} vs {now}"
     );
     Ok(())
 }

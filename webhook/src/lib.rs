@@ -4,6 +4,7 @@
 //! the edges.
 
 pub mod admission;
+pub mod allow;
 pub mod annotations;
 pub mod certs;
 pub mod cluster;

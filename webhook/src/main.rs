@@ -244,6 +244,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .context("loading the serving certificate")?,
     );
     let tls_config = Arc::new(tls::server_config(cert.clone())?);
+    state
+        .metrics
+        .certificate_expiry
+        .set(cert.not_after().unwrap_or_default());
 
     let poll = Duration::from_secs(args.poll_seconds.max(1));
     let policy_watch = {
@@ -259,6 +263,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         reload::watch("tls", &[&c, &k], poll, move || match cert.reload() {
             Ok(true) => {
                 Metrics::reload(&state.metrics.tls_reloads, true);
+                state
+                    .metrics
+                    .certificate_expiry
+                    .set(cert.not_after().unwrap_or_default());
                 tracing::info!("serving certificate reloaded");
             }
             Ok(false) => {}

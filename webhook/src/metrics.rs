@@ -80,6 +80,7 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     pub tls_reloads: Family<ResultLabels, Counter>,
     pub native_sidecar: Gauge,
+    pub certificate_expiry: Gauge,
     pub in_flight: Gauge,
     pub rejected: Family<RejectLabels, Counter>,
 }
@@ -138,6 +139,12 @@ impl Metrics {
             "1 when the cluster-wide policy puts the agent in as a native sidecar (init container, restartPolicy Always)",
             native_sidecar.clone(),
         );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (notAfter, Unix time); alert well before it",
+            certificate_expiry.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "requests_in_flight",
@@ -166,6 +173,7 @@ impl Metrics {
             policy_reloads,
             tls_reloads,
             native_sidecar,
+            certificate_expiry,
             in_flight,
             rejected,
         }

@@ -109,6 +109,30 @@ pub struct AgentSettings {
     pub kafka: KafkaSettings,
     pub native_sidecar: NativeSidecar,
     pub resources: AgentResources,
+    /// `hostNetworkPorts: FROM-TO`: where a hostNetwork pod's agent listens (see
+    /// `patch::agent::Network`).
+    pub host_network_ports: (u16, u16),
+}
+
+/// Below Linux's ephemeral range (32768-60999), where Flink's random REST and RPC ports of a
+/// hostNetwork pod fall, and clear of Flink's fixed defaults (6121-6124, 8081, 9249).
+pub const DEFAULT_HOST_NETWORK_PORTS: (u16, u16) = (19260, 19515);
+
+fn port_range(field: &str, text: &str) -> Result<(u16, u16), PolicyError> {
+    let bad = |m: &str| invalid(field, text, m);
+    let (from, to) = text
+        .split_once('-')
+        .ok_or_else(|| bad("is not a port range like 19260-19515"))?;
+    let port = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| bad("is not a port range like 19260-19515"))
+    };
+    let (from, to) = (port(from)?, port(to)?);
+    if from < 1024 || from > to {
+        return Err(bad("must be FROM-TO with 1024 <= FROM <= TO"));
+    }
+    Ok((from, to))
 }
 
 /// The effective policy for one namespace: a part is on when its field is `Some`/non-empty.
@@ -120,6 +144,8 @@ pub struct Settings {
     /// Also mount the zone's file at `/etc/localtime` (see the module docs).
     pub localtime: bool,
     pub agent: Option<AgentSettings>,
+    /// What annotations may choose here (see `crate::allow`).
+    pub allow: crate::allow::Allowlists,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -248,6 +274,43 @@ fn validate(spec: doc::Spec, p: &str) -> Result<Settings, PolicyError> {
         timezone,
         localtime: spec.localtime.unwrap_or(false),
         agent,
+        allow: validate_allow(spec.allow.unwrap_or_default(), p)?,
+    })
+}
+
+fn validate_allow(a: doc::Allow, p: &str) -> Result<crate::allow::Allowlists, PolicyError> {
+    let check = |list: &Option<Vec<String>>,
+                 name: &str,
+                 ok: &dyn Fn(&str) -> Result<(), &'static str>|
+     -> Result<(), PolicyError> {
+        for (i, entry) in list.iter().flatten().enumerate() {
+            ok(entry).map_err(|m| invalid(&format!("{p}allow.{name}[{i}]"), entry, m))?;
+        }
+        Ok(())
+    };
+    check(&a.log_topics, "logTopics", &|t| {
+        names::kafka_topic(t.strip_suffix('*').filter(|s| !s.is_empty()).unwrap_or(t))
+    })?;
+    check(&a.nfs_servers, "nfsServers", &|s| {
+        if s.is_empty() || s.contains('/') || s.chars().any(char::is_whitespace) {
+            Err("is not an NFS server name or address")
+        } else {
+            Ok(())
+        }
+    })?;
+    check(&a.nfs_paths, "nfsPaths", &|path| {
+        if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            Err("is not an absolute path without ..")
+        } else {
+            Ok(())
+        }
+    })?;
+    check(&a.pvc_claims, "pvcClaims", &|c| names::dns_subdomain(c))?;
+    Ok(crate::allow::Allowlists {
+        log_topics: a.log_topics,
+        nfs_servers: a.nfs_servers,
+        nfs_paths: a.nfs_paths,
+        pvc_claims: a.pvc_claims,
     })
 }
 
@@ -406,6 +469,10 @@ fn validate_agent(a: doc::Agent, p: &str) -> Result<AgentSettings, PolicyError> 
         },
         native_sidecar,
         resources,
+        host_network_ports: match &a.host_network_ports {
+            Some(r) => port_range(&format!("{p}agent.hostNetworkPorts"), r)?,
+            None => DEFAULT_HOST_NETWORK_PORTS,
+        },
     })
 }
 
@@ -423,7 +490,18 @@ mod doc {
         pub timezone: Option<String>,
         pub localtime: Option<bool>,
         pub agent: Option<Agent>,
+        pub allow: Option<Allow>,
         pub namespaces: Option<BTreeMap<String, Spec>>,
+    }
+
+    /// What annotations may choose (see `crate::allow`).
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Allow {
+        pub log_topics: Option<Vec<String>>,
+        pub nfs_servers: Option<Vec<String>>,
+        pub nfs_paths: Option<Vec<String>>,
+        pub pvc_claims: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -434,6 +512,7 @@ mod doc {
         pub timezone: Option<String>,
         pub localtime: Option<bool>,
         pub agent: Option<Agent>,
+        pub allow: Option<Allow>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -479,6 +558,7 @@ mod doc {
         pub kafka: Option<Kafka>,
         pub native_sidecar: Option<Scalar>,
         pub resources: Option<Resources>,
+        pub host_network_ports: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -92,6 +92,15 @@ impl ReloadingCert {
         })
     }
 
+    /// When the certificate served now expires (its leaf's notAfter, Unix seconds); `None` when
+    /// it cannot be read, which `load` and `reload` would already have refused.
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self.current.load();
+        let leaf = current.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     pub fn paths(&self) -> [&Path; 2] {
         [&self.cert_path, &self.key_path]
     }

@@ -19,13 +19,19 @@
 //! with curl) never multiply the load on the JobManager. Such a scrape still asks `GET /overview`,
 //! so `flink_up` is never stale and a Flink that went away loses its series at once.
 //!
-//! The agent's own series: `flink_up` (1 when `GET /overview` answered this scrape),
+//! Which Flink is read, and the check that it is the agent's own, are in [`target`].
+//!
+//! The agent's own series: `flink_up` (1 when `GET /overview` answered this scrape, or with a
+//! cluster id to check, `GET /jobmanager/config` answered with this agent's cluster),
+//! `flink_down_reason{reason}` while it is 0 (`unreachable`, `not_flink`, `other_cluster`,
+//! `no_cluster_id`),
 //! `flink_scrape_duration_seconds` (this scrape's time on the REST API), `flink_scrape_errors`
 //! (REST requests of the refresh served that failed or timed out) and
 //! `flink_job_state{job_id,job_name,state}`.
 
 pub mod client;
 pub mod mapping;
+pub mod target;
 mod worker;
 
 use std::sync::atomic::AtomicU64;
@@ -62,6 +68,20 @@ pub enum RestError {
     Closed,
     #[error("Flink REST requests: {0}")]
     Thread(String),
+    #[error("not this agent's Flink: {0}")]
+    NotOurs(target::NotOurs),
+}
+
+impl RestError {
+    /// The `reason` label of `flink_down_reason`.
+    fn down_reason(&self) -> &'static str {
+        match self {
+            RestError::NotOurs(target::NotOurs::OtherCluster { .. }) => "other_cluster",
+            RestError::NotOurs(target::NotOurs::NoClusterId { .. }) => "no_cluster_id",
+            RestError::Json(..) | RestError::Status(..) => "not_flink",
+            _ => "unreachable",
+        }
+    }
 }
 
 /// Where Flink's REST API is and which part of the cluster this agent reports.
@@ -77,6 +97,11 @@ pub struct FlinkRestConfig {
     pub taskmanager_id: Option<String>,
     /// Upper bound of one refresh (all REST requests of a scrape).
     pub timeout: Duration,
+    /// The agent's own cluster (`--cluster-id`): a Flink whose `kubernetes.cluster-id` differs
+    /// is not read. `None` (a local or standalone Flink): not checked.
+    pub cluster_id: Option<String>,
+    /// Follow the address the JobManager's log announces (see [`target`]).
+    pub learn_from_log: bool,
 }
 
 /// The REST URL an agent uses when `--flink-rest` is not given: in a JobManager pod Flink's REST
@@ -128,6 +153,7 @@ struct Snapshot {
 /// Reads Flink's metrics from its REST API and renders them for Prometheus.
 pub struct FlinkMetrics {
     cfg: FlinkRestConfig,
+    target: Arc<target::RestTarget>,
     mode: Mode,
     min_interval: Duration,
     snapshot: Arc<Mutex<Option<Snapshot>>>,
@@ -145,6 +171,10 @@ impl FlinkMetrics {
         }
         Self {
             mode,
+            target: Arc::new(target::RestTarget::new(
+                cfg.base_url.clone(),
+                cfg.learn_from_log,
+            )),
             cfg,
             min_interval: Duration::from_secs(5),
             snapshot: Arc::new(Mutex::new(None)),
@@ -154,6 +184,11 @@ impl FlinkMetrics {
 
     /// How long the series of a full refresh are reused by later scrapes (see the module docs).
     /// Zero: every scrape reads all of the REST API.
+    /// Where the REST API is read; the pipeline offers it the JobManager's log records.
+    pub fn target(&self) -> Arc<target::RestTarget> {
+        Arc::clone(&self.target)
+    }
+
     pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
         self.min_interval = min_interval;
         self
@@ -172,22 +207,25 @@ impl FlinkMetrics {
         let fresh = snapshot
             .as_ref()
             .is_some_and(|s| s.at.elapsed() < self.min_interval);
-        let (base_url, timeout) = (self.cfg.base_url.as_str(), self.cfg.timeout);
+        let url = self.target.url();
+        let (base_url, timeout) = (url.as_str(), self.cfg.timeout);
+        let expected = self.cfg.cluster_id.clone();
         let (up, first_error) = if fresh {
             // Only ask whether Flink is still there: a Flink that went away must turn into
             // flink_up 0 and no series at once, not after the snapshot expired.
             let probe = worker::on_own_thread(base_url, timeout, deadline, move |src| async move {
-                collect_probe(&src, deadline.into()).await
+                collect_probe(&src, deadline.into(), expected.as_deref()).await
             });
             match probe.await.and_then(|r| r) {
                 Ok(()) => (true, None),
-                Err(e) => (false, Some(e.to_string())),
+                Err(e) => (false, Some(e)),
             }
         } else {
             let mode = self.mode.clone();
             let refresh =
                 worker::on_own_thread(base_url, timeout, deadline, move |src| async move {
-                    let collected = collect(&src, &mode, deadline.into()).await;
+                    let collected =
+                        collect(&src, &mode, deadline.into(), expected.as_deref()).await;
                     tracing::debug!(
                         samples = collected.expo.len(),
                         errors = collected.errors,
@@ -210,11 +248,11 @@ impl FlinkMetrics {
                     *snapshot = Some(refreshed);
                     (up, first_error)
                 }
-                Err(e) => (false, Some(e.to_string())),
+                Err(e) => (false, Some(e)),
             }
         };
         let elapsed = started.elapsed();
-        self.log_transition(up, first_error.as_deref());
+        self.log_transition(&url, up, first_error.as_ref());
         if !up {
             // Never serve the series of a Flink that does not answer.
             *snapshot = None;
@@ -230,10 +268,21 @@ impl FlinkMetrics {
         let mut own = Exposition::new();
         own.add_gauge(
             "flink_up",
-            "1 if the Flink REST API answered this scrape, else 0",
+            "1 if this agent's Flink REST API answered this scrape, else 0",
             Vec::new(),
             if up { 1.0 } else { 0.0 },
         );
+        if !up {
+            let reason = first_error
+                .as_ref()
+                .map_or("unreachable", RestError::down_reason);
+            own.add_gauge(
+                "flink_down_reason",
+                "Why flink_up is 0: unreachable, not_flink, other_cluster or no_cluster_id",
+                vec![("reason", reason.to_string())],
+                1.0,
+            );
+        }
         own.add_gauge(
             "flink_scrape_duration_seconds",
             "Time this scrape spent reading the Flink REST API",
@@ -264,17 +313,16 @@ impl FlinkMetrics {
         });
     }
 
-    fn log_transition(&self, up: bool, error: Option<&str>) {
+    fn log_transition(&self, url: &str, up: bool, error: Option<&RestError>) {
         let was_up = self.was_up.swap(up, Ordering::Relaxed);
         match (was_up, up) {
             (true, false) => tracing::warn!(
-                url = %self.cfg.base_url,
-                error = error.unwrap_or("unknown"),
-                "Flink REST API unreachable: flink_up 0"
+                url,
+                reason = error.map_or("unreachable", RestError::down_reason),
+                error = %error.map_or_else(|| "unknown".to_string(), ToString::to_string),
+                "Flink REST API not usable: flink_up 0"
             ),
-            (false, true) => {
-                tracing::info!(url = %self.cfg.base_url, "Flink REST API reachable again")
-            }
+            (false, true) => tracing::info!(url, "Flink REST API reachable again"),
             _ => {}
         }
     }
@@ -285,7 +333,7 @@ struct Collected {
     up: bool,
     expo: Exposition,
     errors: u64,
-    first_error: Option<String>,
+    first_error: Option<RestError>,
 }
 
 enum Part {
@@ -298,7 +346,7 @@ struct Ctx<'a, S> {
     src: &'a S,
     deadline: tokio::time::Instant,
     errors: AtomicU64,
-    first_error: std::sync::Mutex<Option<String>>,
+    first_error: std::sync::Mutex<Option<RestError>>,
 }
 
 impl<S: RestSource> Ctx<'_, S> {
@@ -317,7 +365,7 @@ impl<S: RestSource> Ctx<'_, S> {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "Flink REST request failed");
                 if let Ok(mut first) = self.first_error.lock() {
-                    first.get_or_insert_with(|| e.to_string());
+                    first.get_or_insert(e);
                 }
                 None
             }
@@ -435,33 +483,51 @@ impl<S: RestSource> Ctx<'_, S> {
     }
 }
 
-/// `GET /overview`: is the REST API there at all? (cheap, and in every Flink version)
+/// Is the REST API there, and is it this agent's Flink? Without a cluster id to check,
+/// `GET /overview` (cheap, and in every Flink version); with one, `GET /jobmanager/config` and
+/// its `kubernetes.cluster-id`.
 async fn collect_probe<S: RestSource>(
     src: &S,
     deadline: tokio::time::Instant,
+    expected: Option<&str>,
 ) -> Result<(), RestError> {
-    let body = tokio::time::timeout_at(deadline, src.get("/overview"))
+    let path = if expected.is_some() {
+        "/jobmanager/config"
+    } else {
+        "/overview"
+    };
+    let body = tokio::time::timeout_at(deadline, src.get(path))
         .await
-        .map_err(|_| RestError::Timeout("/overview".to_string()))??;
-    // Only whether it is JSON: a proxy's HTML error page is not a Flink.
-    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-        .map(|_| ())
-        .map_err(|e| RestError::Json("/overview".to_string(), e))
+        .map_err(|_| RestError::Timeout(path.to_string()))??;
+    let Some(expected) = expected else {
+        // Only whether it is JSON: a proxy's HTML error page is not a Flink.
+        return serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            .map(|_| ())
+            .map_err(|e| RestError::Json(path.to_string(), e));
+    };
+    let config: Vec<target::ConfigEntry> =
+        serde_json::from_slice(&body).map_err(|e| RestError::Json(path.to_string(), e))?;
+    target::check_cluster(&config, expected).map_err(RestError::NotOurs)
 }
 
-async fn collect<S: RestSource>(src: &S, mode: &Mode, deadline: tokio::time::Instant) -> Collected {
+async fn collect<S: RestSource>(
+    src: &S,
+    mode: &Mode,
+    deadline: tokio::time::Instant,
+    expected: Option<&str>,
+) -> Collected {
     let ctx = Ctx {
         src,
         deadline,
         errors: AtomicU64::new(0),
         first_error: std::sync::Mutex::new(None),
     };
-    if let Err(e) = collect_probe(src, deadline).await {
+    if let Err(e) = collect_probe(src, deadline, expected).await {
         return Collected {
             up: false,
             expo: Exposition::new(),
             errors: 1,
-            first_error: Some(e.to_string()),
+            first_error: Some(e),
         };
     }
     let parts: Vec<Part> = match mode {

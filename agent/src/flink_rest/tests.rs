@@ -121,7 +121,7 @@ async fn scrape(metrics: &FlinkMetrics) -> String {
 async fn render_fixtures(dir: &Path, mode: Mode) -> (Collected, String) {
     let src = FixtureSource::load(dir);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let collected = collect(&src, &mode, deadline).await;
+    let collected = collect(&src, &mode, deadline, None).await;
     let mut text = String::new();
     collected.expo.render(&mut text);
     (collected, text)
@@ -425,7 +425,7 @@ async fn empty_answers_give_no_series_and_no_error() {
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    let c = collect(&OnlyOverview, &Mode::All, deadline).await;
+    let c = collect(&OnlyOverview, &Mode::All, deadline, None).await;
     assert!(c.up);
     assert!(c.expo.is_empty());
     assert_eq!(c.errors, 0);
@@ -668,6 +668,8 @@ async fn flink_down_is_flink_up_0_quickly() {
         component: Some("jobmanager".into()),
         taskmanager_id: None,
         timeout: Duration::from_secs(2),
+        cluster_id: None,
+        learn_from_log: false,
     });
     let started = Instant::now();
     let out = scrape(&metrics).await;
@@ -693,6 +695,8 @@ async fn a_silent_flink_is_cut_off_at_the_timeout() {
         component: None,
         taskmanager_id: None,
         timeout: Duration::from_millis(300),
+        cluster_id: None,
+        learn_from_log: false,
     });
     let started = Instant::now();
     let out = scrape(&metrics).await;
@@ -764,6 +768,8 @@ fn fixture_taskmanager(base_url: &str) -> FlinkMetrics {
         component: Some("taskmanager".into()),
         taskmanager_id: Some("127.0.0.1:6122-6d1794".into()),
         timeout: Duration::from_secs(5),
+        cluster_id: None,
+        learn_from_log: false,
     })
 }
 

@@ -45,7 +45,7 @@ fn main() -> Result<()> {
             .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
             .args(["--flink-rest", &flink.rest_url()])
             .args(["--pod-name", "bench-jm", "--component", "jobmanager"])
-            .args(["--cluster-id", "bench"])
+            .args(["--cluster-id", flink_injector_tests::flink::CLUSTER_ID])
             // As the image runs it (its allocator settings).
             .envs(flink_injector_tests::AGENT_ALLOCATOR_ENV)
             .env("RUST_LOG", "warn")

@@ -154,9 +154,15 @@ pub fn mutate_view(policy: &Policy, namespace: &str, pod: Value, ctx: &MutationC
             }
         }
     };
+    let settings = policy.for_namespace(namespace);
+    if let Err(e) = settings.allow.check(&overrides, namespace) {
+        return Outcome::Denied {
+            message: e.to_string(),
+        };
+    }
     let already = annotations::injected(existing);
     let mut run = Run {
-        settings: policy.for_namespace(namespace),
+        settings,
         overrides: &overrides,
         ctx,
         editor: Editor::new(pod),
@@ -252,11 +258,13 @@ impl<'a> Run<'a> {
             "prometheus.io/path",
         ];
         if self.injected.contains(&Part::Agent) && !PROMETHEUS.iter().any(|k| present(k)) {
-            let values = [
-                "true".to_string(),
-                METRICS_PORT.to_string(),
-                "/metrics".to_string(),
-            ];
+            // The port the agent was given: 9260, or a hostNetwork pod's own.
+            let port = pod::find_container(pod, AGENT_CONTAINER)
+                .and_then(|(list, i)| pod::containers(pod, list).get(i))
+                .and_then(|c| c.pointer("/ports/0/containerPort"))
+                .and_then(Value::as_i64)
+                .unwrap_or(METRICS_PORT);
+            let values = ["true".to_string(), port.to_string(), "/metrics".to_string()];
             for (key, value) in PROMETHEUS.iter().zip(values) {
                 entries.push((key.to_string(), json!(value)));
             }

@@ -240,10 +240,15 @@ fn agent_container_spec() {
         literal("FLINK_AGENT_CONTAINER", "flink-main-container"),
         literal("FLINK_AGENT_LOG_DIR", "/opt/flink/log"),
         literal(
+            "FLINK_AGENT_STATE_FILE",
+            "/var/lib/flink-agent/checkpoints.json",
+        ),
+        literal(
             "FLINK_AGENT_BROKERS",
             "kafka-0.kafka:9092,kafka-1.kafka:9092",
         ),
         literal("FLINK_AGENT_TOPIC", "flink-logs"),
+        literal("FLINK_AGENT_SHUTDOWN_TIMEOUT", "20s"),
         literal("FLINK_AGENT_KAFKA_PROPERTY", "compression.type=lz4"),
         literal("FLINK_AGENT_KAFKA_SECRET_DIR", "/etc/flink-agent/kafka"),
         literal("TZ", "Europe/Berlin"),
@@ -278,8 +283,20 @@ fn agent_container_spec() {
     assert_eq!(
         agent["volumeMounts"],
         json!([{"name": "flink-logs", "mountPath": "/opt/flink/log"},
+            {"name": "flink-agent-state", "mountPath": "/var/lib/flink-agent"},
             {"name": "flink-agent-kafka-secret", "mountPath": "/etc/flink-agent/kafka", "readOnly": true}])
     );
+    // Its read positions are in a volume Flink's container does not mount.
+    assert_eq!(
+        volume(&m.after, "flink-agent-state").unwrap(),
+        &json!({"name": "flink-agent-state", "emptyDir": {"sizeLimit": "16Mi"}})
+    );
+    let main = container(&m.after, "containers", "flink-main-container");
+    assert!(!main["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "flink-agent-state"));
     assert!(agent.get("restartPolicy").is_none());
     let typed = as_k8s_pod(&m.after);
     let spec = typed.spec.unwrap();
@@ -1322,4 +1339,285 @@ fn every_admission_review_fixture() {
         }
     }
     assert_eq!(seen, 7);
+}
+
+#[test]
+fn the_grace_period_covers_the_agents_shutdown_and_is_never_lowered() {
+    // Flink's pods arrive with the API server's default, 30 s: enough, left alone.
+    let m = run(&design(), "flink-jobs", &pod(APP_TM), PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 30);
+    assert!(!m.patch.0.iter().any(|op| op
+        .path()
+        .to_string()
+        .contains("terminationGracePeriodSeconds")));
+    // A pod template that asks for less is raised, with a warning.
+    let mut short = pod(APP_TM);
+    short["spec"]["terminationGracePeriodSeconds"] = json!(5);
+    let m = run(&design(), "flink-jobs", &short, PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 30);
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("terminationGracePeriodSeconds")),
+        "{:?}",
+        m.warnings
+    );
+    // More is kept.
+    let mut long = pod(APP_TM);
+    long["spec"]["terminationGracePeriodSeconds"] = json!(120);
+    let m = run(&design(), "flink-jobs", &long, PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 120);
+    // No agent, no change.
+    let mut no_agent = short.clone();
+    no_agent["metadata"]["annotations"] = json!({"flink-injector.io/agent": "false"});
+    let m = run(&design(), "flink-jobs", &no_agent, PLAIN);
+    assert_eq!(m.after["spec"]["terminationGracePeriodSeconds"], 5);
+}
+
+fn host_network(name: &str) -> Value {
+    let mut p = pod(APP_TM);
+    p["spec"]["hostNetwork"] = json!(true);
+    p["metadata"]["name"] = json!(name);
+    p
+}
+
+fn agent_port(after: &Value, list: &str) -> i64 {
+    container(after, list, "flink-agent")["ports"][0]["containerPort"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn a_host_network_pods_agent_gets_a_port_of_its_own_and_probes_only_it_passes() {
+    for (ctx, list) in [(PLAIN, "containers"), (NATIVE, "initContainers")] {
+        let m = run(
+            &design(),
+            "flink-jobs",
+            &host_network("wc-taskmanager-1-1"),
+            ctx,
+        );
+        let agent = container(&m.after, list, "flink-agent");
+        let port = agent_port(&m.after, list);
+        assert!((19260..=19515).contains(&port), "{port}");
+        // Declared as the hostPort it becomes anyway, so the scheduler keeps two pods with it
+        // off one node.
+        assert_eq!(
+            agent["ports"],
+            json!([{"name": "metrics", "containerPort": port, "hostPort": port, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            env_of(agent, "FLINK_AGENT_METRICS_LISTEN").unwrap()["value"],
+            format!("0.0.0.0:{port}")
+        );
+        let token = env_of(agent, "FLINK_AGENT_PROBE_TOKEN").unwrap()["value"].clone();
+        assert_eq!(token.as_str().map(str::len), Some(16));
+        let header = json!([{"name": "X-Flink-Agent-Probe", "value": token}]);
+        assert_eq!(agent["readinessProbe"]["httpGet"]["httpHeaders"], header);
+        if let Some(live) = agent.get("livenessProbe") {
+            assert_eq!(live["httpGet"]["httpHeaders"], header);
+        }
+        assert_eq!(
+            m.after["metadata"]["annotations"]["prometheus.io/port"],
+            port.to_string()
+        );
+        as_k8s_pod(&m.after);
+    }
+    // The same pod always gets the same port (flink-webhook mutate is repeatable).
+    let again = run(
+        &design(),
+        "flink-jobs",
+        &host_network("wc-taskmanager-1-1"),
+        PLAIN,
+    );
+    assert_eq!(agent_port(&again.after, "containers"), {
+        let m = run(
+            &design(),
+            "flink-jobs",
+            &host_network("wc-taskmanager-1-1"),
+            PLAIN,
+        );
+        agent_port(&m.after, "containers")
+    });
+}
+
+#[test]
+fn the_taskmanagers_of_a_host_network_job_spread_over_the_range() {
+    let mut ports = std::collections::BTreeSet::new();
+    let mut tokens = std::collections::BTreeSet::new();
+    for i in 1..=20 {
+        let m = run(
+            &design(),
+            "flink-jobs",
+            &host_network(&format!("wc-taskmanager-1-{i}")),
+            PLAIN,
+        );
+        ports.insert(agent_port(&m.after, "containers"));
+        let agent = container(&m.after, "containers", "flink-agent");
+        tokens.insert(env_of(agent, "FLINK_AGENT_PROBE_TOKEN").unwrap()["value"].to_string());
+    }
+    assert_eq!(tokens.len(), 20, "each pod's probes carry their own token");
+    // 20 of 256 ports: a few may share one (the scheduler then places them apart).
+    assert!(ports.len() >= 17, "{ports:?}");
+}
+
+#[test]
+fn pod_network_pods_keep_9260_and_plain_probes() {
+    let m = run(&design(), "flink-jobs", &pod(APP_TM), PLAIN);
+    let agent = container(&m.after, "containers", "flink-agent");
+    assert_eq!(agent_port(&m.after, "containers"), 9260);
+    assert!(agent["ports"][0].get("hostPort").is_none());
+    assert!(env_of(agent, "FLINK_AGENT_PROBE_TOKEN").is_none());
+    assert!(env_of(agent, "FLINK_AGENT_METRICS_LISTEN").is_none());
+    assert!(agent["readinessProbe"]["httpGet"]
+        .get("httpHeaders")
+        .is_none());
+}
+
+#[test]
+fn the_host_network_range_comes_from_the_policy_and_skips_the_pods_own_ports() {
+    let text = fixture_text("policy/design.yaml").replace(
+        "  nativeSidecar: auto  ",
+        "  hostNetworkPorts: 20000-20001\n  nativeSidecar: auto  ",
+    );
+    let p = Policy::from_yaml(&text).unwrap();
+    let m = run(&p, "flink-jobs", &host_network("wc-taskmanager-1-1"), PLAIN);
+    let port = agent_port(&m.after, "containers");
+    assert!((20000..=20001).contains(&port), "{port}");
+    // Flink's container already declares one of the two: the agent takes the other.
+    let mut busy = host_network("wc-taskmanager-1-1");
+    busy["spec"]["containers"][0]["ports"] = json!([{"name": "x", "containerPort": port}]);
+    let m = run(&p, "flink-jobs", &busy, PLAIN);
+    assert_eq!(agent_port(&m.after, "containers"), 40001 - port);
+    // Both taken: the agent is skipped as a conflict, never given a clashing port.
+    busy["spec"]["containers"][0]["ports"] = json!([
+        {"name": "x", "containerPort": 20000}, {"name": "y", "containerPort": 20001}]);
+    let m = run(&p, "flink-jobs", &busy, PLAIN);
+    assert!(matches!(
+        skip_of(&m, Part::Agent),
+        Some(SkipReason::Conflict(_))
+    ));
+
+    for bad in ["9000", "80-90", "20001-20000", "x-y", "19260-99999"] {
+        let text = fixture_text("policy/design.yaml").replace(
+            "  nativeSidecar: auto  ",
+            &format!("  hostNetworkPorts: \"{bad}\"\n  nativeSidecar: auto  "),
+        );
+        let e = Policy::from_yaml(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("agent.hostNetworkPorts") && e.contains(bad),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn annotations_outside_the_namespaces_allowlists_are_denied_with_the_list() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy.yaml"),
+    )
+    .unwrap();
+    let p = Policy::from_yaml(&text).unwrap();
+    let with = |pairs: &[(&str, &str)]| {
+        let mut pod = pod(APP_TM);
+        pod["metadata"]["namespace"] = json!("team-a");
+        let ann: serde_json::Map<String, Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        pod["metadata"]["annotations"] = Value::Object(ann);
+        pod
+    };
+    // Inside the lists: injected as asked.
+    let m = run(
+        &p,
+        "team-a",
+        &with(&[
+            ("flink-injector.io/log-topic", "team-a-wordcount"),
+            (
+                "flink-injector.io/usrlib",
+                "nfs.data.internal:/exports/team-a/wordcount",
+            ),
+        ]),
+        PLAIN,
+    );
+    let agent = container(&m.after, "containers", "flink-agent");
+    assert_eq!(
+        env_of(agent, "FLINK_AGENT_TOPIC").unwrap()["value"],
+        "team-a-wordcount"
+    );
+    // Outside: denied, naming the annotation, the value and the list.
+    for (key, value, list) in [
+        (
+            "flink-injector.io/log-topic",
+            "billing-logs",
+            "allow.logTopics is [team-a-logs, team-a-*]",
+        ),
+        (
+            "flink-injector.io/usrlib",
+            "nfs.billing.internal:/exports/team-a",
+            "allow.nfsServers",
+        ),
+        (
+            "flink-injector.io/usrlib",
+            "nfs.data.internal:/exports/billing",
+            "allow.nfsPaths",
+        ),
+        (
+            "flink-injector.io/usrlib",
+            "pvc:billing-jars",
+            "allow.pvcClaims is []",
+        ),
+    ] {
+        let Outcome::Denied { message } = mutate(&p, "team-a", &with(&[(key, value)]), &PLAIN)
+        else {
+            panic!("{key}={value} was not denied");
+        };
+        assert!(
+            message.contains(key) && message.contains("team-a") && message.contains(list),
+            "{message}"
+        );
+    }
+    // Other namespaces have no lists: the same annotation passes there.
+    let mut elsewhere = with(&[("flink-injector.io/log-topic", "billing-logs")]);
+    elsewhere["metadata"]["namespace"] = json!("flink-jobs");
+    assert!(matches!(
+        mutate(&p, "flink-jobs", &elsewhere, &PLAIN),
+        Outcome::Mutated { .. }
+    ));
+}
+
+#[test]
+fn malformed_allowlists_are_policy_errors() {
+    for (list, entry) in [
+        ("logTopics", "bad topic"),
+        ("nfsPaths", "relative/path"),
+        ("nfsPaths", "/exports/../etc"),
+        ("pvcClaims", "Bad_Claim"),
+        ("nfsServers", "nfs/x"),
+    ] {
+        let text = format!("allow: {{{list}: [\"{entry}\"]}}\n");
+        let e = Policy::from_yaml(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("allow.{list}[0]")) && e.contains(entry),
+            "{e}"
+        );
+    }
+    let e = Policy::from_yaml("allow: {topics: [x]}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("topics"), "{e}");
+}
+
+#[test]
+fn an_existing_state_volume_name_is_a_conflict() {
+    let mut p = pod(APP_TM);
+    p["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "flink-agent-state", "emptyDir": {}}));
+    let m = run(&design(), "flink-jobs", &p, PLAIN);
+    assert!(matches!(
+        skip_of(&m, Part::Agent),
+        Some(SkipReason::Conflict(_))
+    ));
 }

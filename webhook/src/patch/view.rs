@@ -37,6 +37,10 @@ const POD: Fields = &[
             ("initContainers", Keep::All),
             ("hostAliases", Keep::All),
             ("restartPolicy", Keep::All),
+            // Raised when shorter than the agent's shutdown needs.
+            ("terminationGracePeriodSeconds", Keep::All),
+            // hostNetwork pods share the node's ports: the agent's port and probes differ.
+            ("hostNetwork", Keep::All),
         ]),
     ),
 ];
