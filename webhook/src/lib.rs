@@ -8,6 +8,7 @@ pub mod allow;
 pub mod annotations;
 pub mod certs;
 pub mod cluster;
+pub mod detect;
 pub mod metrics;
 pub mod patch;
 pub mod policy;

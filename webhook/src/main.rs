@@ -15,7 +15,7 @@ use flink_webhook::metrics::Metrics;
 use flink_webhook::patch::MutationContext;
 use flink_webhook::policy::{NativeSidecar, Policy};
 use flink_webhook::state::AppState;
-use flink_webhook::{certs, cluster, preview, reload, server, tls};
+use flink_webhook::{certs, cluster, detect, preview, reload, server, tls};
 
 /// See the comment on the dependency in Cargo.toml.
 #[global_allocator]
@@ -40,6 +40,9 @@ enum Command {
     Mutate(MutateArgs),
     /// Write a CA and a serving certificate for NAME.NS.svc, and print the CA bundle.
     Certs(CertsArgs),
+    /// List the Flink pods in opted-in namespaces that run without the injection the policy would
+    /// give them; exit 1 if any, 0 if none, 2 when the cluster cannot be read.
+    Audit(AuditArgs),
     /// Validate a policy file.
     CheckConfig {
         /// The policy file.
@@ -69,6 +72,50 @@ struct ServeArgs {
     /// How often the policy and certificate files are re-read even without a file event.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     poll_seconds: u64,
+    #[command(flatten)]
+    detector: DetectorArgs,
+}
+
+#[derive(clap::Args)]
+struct DetectorArgs {
+    /// Watch Flink pods for ones admitted without injection (needs the RBAC in manifests/base).
+    #[arg(long, env = "FLINK_WEBHOOK_DETECTOR", default_value_t = true, action = clap::ArgAction::Set)]
+    detector: bool,
+    /// The namespaces the webhook serves: the MutatingWebhookConfiguration's namespaceSelector.
+    #[arg(
+        long,
+        env = "FLINK_WEBHOOK_NAMESPACE_SELECTOR",
+        default_value = "flink-injector.io/enabled=true"
+    )]
+    namespace_selector: String,
+    /// The webhook's own namespace: where the detector Lease (and, for audit, the policy) lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "flink-system")]
+    webhook_namespace: String,
+    /// This replica's name in the Lease and in the Events' reportingInstance.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// A kubeconfig file; without it KUBECONFIG, ~/.kube/config or the in-cluster account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Only this namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// The policy file to judge by; without it the one in the webhook's ConfigMap.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "FLINK_WEBHOOK_NAMESPACE_SELECTOR",
+        default_value = "flink-injector.io/enabled=true"
+    )]
+    namespace_selector: String,
+    /// Where the webhook runs (its policy ConfigMap and Lease).
+    #[arg(long, default_value = "flink-system")]
+    webhook_namespace: String,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +176,7 @@ fn main() -> ExitCode {
             .build()
             .context("starting the async runtime")
             .and_then(|rt| rt.block_on(serve(args))),
+        Command::Audit(args) => return audit_command(args),
         Command::Mutate(args) => mutate(args),
         Command::Certs(args) => make_certs(args),
         Command::CheckConfig { file } => check_config(&file),
@@ -217,6 +265,100 @@ fn make_certs(args: CertsArgs) -> Result<()> {
     Ok(())
 }
 
+/// `audit`'s exit code: 1 for missed pods is its answer, so a failure to read the cluster is 2.
+fn audit_command(args: AuditArgs) -> ExitCode {
+    let run = async {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let policy = match &args.config {
+            Some(file) => load_policy(file)?,
+            None => detect::audit::policy_from_configmap(&client, &args.webhook_namespace).await?,
+        };
+        let opts = detect::audit::AuditOptions {
+            namespace: args.namespace.clone(),
+            namespace_selector: args.namespace_selector.clone(),
+            webhook_namespace: args.webhook_namespace.clone(),
+        };
+        Ok::<_, anyhow::Error>(detect::audit::audit(&client, &policy, &opts).await?)
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run));
+    match result {
+        Ok(report) => {
+            if report.rows.is_empty() {
+                eprintln!("no Flink pods in opted-in namespaces");
+            } else if let Err(e) = write_stdout(&detect::audit::render(&report)) {
+                eprintln!("flink-webhook audit: {e:#}");
+                return ExitCode::from(2);
+            }
+            if report.install_time.is_none() {
+                eprintln!(
+                    "note: the detector Lease {}/{} was not found or not readable, so pods created before the install are listed as NOT-INJECTED too",
+                    args.webhook_namespace,
+                    detect::lease::NAME
+                );
+            }
+            let missed = report.missed();
+            if missed > 0 {
+                eprintln!("{missed} pod(s) run without their injection: delete them so that Flink recreates them through the webhook");
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("flink-webhook audit: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster)",
+        )?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Starts the missed-injection detector unless switched off; without a Kubernetes client
+/// configuration (a local run) it says so and the webhook serves without it.
+async fn start_detector(args: &DetectorArgs, state: Arc<AppState>) {
+    if !args.detector {
+        tracing::info!("missed-injection detector off (--detector=false)");
+        return;
+    }
+    let client = match kube_client(None).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"),
+                "missed-injection detector off: no Kubernetes API to watch");
+            return;
+        }
+    };
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "flink-webhook".to_string())
+    });
+    let config = detect::watch::DetectorConfig {
+        namespace_selector: args.namespace_selector.clone(),
+        lease_namespace: args.webhook_namespace.clone(),
+        identity,
+    };
+    tokio::spawn(detect::watch::run(client, state, config));
+}
+
 /// Always asked (not only when the cluster-wide policy says `auto`): a namespace override may.
 async fn detect_native_sidecars(args: &ServeArgs) -> Result<bool> {
     if let Some(v) = &args.kubernetes_version {
@@ -298,6 +440,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             },
         ))
     };
+    start_detector(&args.detector, state.clone()).await;
     state.set_ready(true);
     let shutdown = {
         let state = state.clone();

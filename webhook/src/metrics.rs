@@ -66,6 +66,13 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+/// `flink_webhook_uninjected_pods`: pods of one namespace and component.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodGroupLabels {
+    pub namespace: String,
+    pub component: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -83,6 +90,12 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     pub in_flight: Gauge,
     pub rejected: Family<RejectLabels, Counter>,
+    /// No series until the detector's first full list: absent means "not known", not "none".
+    pub uninjected: Family<PodGroupLabels, Gauge>,
+    pub detector_synced: Gauge,
+    pub detector_pods: Gauge,
+    pub detector_leader: Gauge,
+    pub detector_events: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -157,6 +170,36 @@ impl Metrics {
             "Admission requests answered with an HTTP error instead of a review (body too large, too slow, unreadable; webhook overloaded)",
             rejected.clone(),
         );
+        let uninjected = Family::<PodGroupLabels, Gauge>::default();
+        registry.register(
+            "uninjected_pods",
+            "Flink pods in opted-in namespaces running without the injection the policy would give them (admitted while the webhook was unreachable)",
+            uninjected.clone(),
+        );
+        let detector_synced = Gauge::default();
+        registry.register(
+            "detector_synced",
+            "1 while the missed-injection detector has a current list of Flink pods and namespaces; 0 before the first list and while the API server refuses or is unreachable",
+            detector_synced.clone(),
+        );
+        let detector_pods = Gauge::default();
+        registry.register(
+            "detector_pods",
+            "Flink pods the detector knows of (all namespaces)",
+            detector_pods.clone(),
+        );
+        let detector_leader = Gauge::default();
+        registry.register(
+            "detector_leader",
+            "1 on the replica that holds the detector Lease and sends NotInjected Events",
+            detector_leader.clone(),
+        );
+        let detector_events = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "detector_events",
+            "NotInjected Events sent, by result (success, failure)",
+            detector_events.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -176,6 +219,11 @@ impl Metrics {
             certificate_expiry,
             in_flight,
             rejected,
+            uninjected,
+            detector_synced,
+            detector_pods,
+            detector_leader,
+            detector_events,
         }
     }
 
