@@ -197,6 +197,7 @@ pub fn fixture(rel: &str) -> Result<Vec<u8>> {
 }
 
 pub mod agent;
+pub mod apiserver;
 pub mod broker;
 pub mod flink;
 pub mod logs;

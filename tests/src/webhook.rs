@@ -78,6 +78,11 @@ pub fn kubelet_style_secret_valid_for(dir: &Path, version: &str, days: u32) -> R
 /// Starts the webhook on free ports with `policy`, certificates laid out as the kubelet mounts
 /// a Secret.
 pub fn start(policy: &str) -> Result<Webhook> {
+    start_with(policy, |_| {})
+}
+
+/// [`start`], with `adjust` given the command first (environment, where stderr goes).
+pub fn start_with(policy: &str, adjust: impl FnOnce(&mut Command)) -> Result<Webhook> {
     let dir = tempfile::tempdir()?;
     let tls = dir.path().join("tls");
     std::fs::create_dir_all(&tls)?;
@@ -86,15 +91,11 @@ pub fn start(policy: &str) -> Result<Webhook> {
     std::fs::write(&policy_path, policy)?;
     let port = free_port()?;
     let metrics_port = free_port()?;
+    let mut cmd = Command::new(workspace_bin("flink-webhook")?);
+    adjust(&mut cmd);
     let child = ChildGuard::spawn(
         "flink-webhook",
-        serve_args(
-            &mut Command::new(workspace_bin("flink-webhook")?),
-            &policy_path,
-            &tls,
-            port,
-            metrics_port,
-        ),
+        serve_args(&mut cmd, &policy_path, &tls, port, metrics_port),
     )?;
     wait_for_port(port, Duration::from_secs(20))?;
     wait_for_port(metrics_port, Duration::from_secs(20))?;

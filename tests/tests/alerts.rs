@@ -8,7 +8,8 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use flink_injector_tests::agent::{http_get, start_agent};
-use flink_injector_tests::webhook::{example_policy, start};
+use flink_injector_tests::apiserver::{recorded_script, watch_lines, write_kubeconfig, StandIn};
+use flink_injector_tests::webhook::{example_policy, start_with};
 use flink_injector_tests::workspace_root;
 use serde_json::Value;
 
@@ -39,7 +40,7 @@ fn yaml(path: &std::path::Path) -> Result<Value> {
 #[test]
 fn promtool_accepts_the_rules_and_their_unit_tests_pass() -> Result<()> {
     let checked = promtool(&["check", "rules", "rules.yaml"])?;
-    ensure!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    ensure!(checked.contains("SUCCESS: 8 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "rules.test.yaml"])?;
     ensure!(tested.contains("SUCCESS"), "{tested}");
     Ok(())
@@ -110,11 +111,36 @@ fn every_metric_the_rules_read_is_served() -> Result<()> {
             names.extend(metric_names(rule["expr"].as_str().context("expr")?));
         }
     }
-    ensure!(names.len() >= 7, "{names:?}");
+    ensure!(names.len() >= 8, "{names:?}");
 
-    let hook = start(&example_policy()?)?;
+    // The detector serves its gauge once it has seen a missed pod: a stand-in API server (with
+    // the recorded answers) shows it one.
     let rt = tokio::runtime::Runtime::new()?;
-    let webhook_text = rt.block_on(hook.metrics())?;
+    let mut script = recorded_script()?;
+    let missed = watch_lines("apiserver/watch-pods.jsonl")?
+        .into_iter()
+        .find(|l| l["type"] == "ADDED" && l["object"]["metadata"].get("annotations").is_none())
+        .context("an uninjected pod in the recorded watch")?;
+    script.pod_lists[0].push(missed["object"].clone());
+    // Installed before that pod was created, so it counts as missed.
+    script.lease_created = "2026-12-06T01:00:00Z".into();
+    let standin = rt.block_on(StandIn::start(script))?;
+    let kube = tempfile::tempdir()?;
+    let kubeconfig = kube.path().join("kubeconfig");
+    write_kubeconfig(&kubeconfig, standin.addr)?;
+    let hook = start_with(&example_policy()?, |cmd| {
+        cmd.env("KUBECONFIG", &kubeconfig);
+    })?;
+    let webhook_text = flink_injector_tests::wait_for(
+        "the detector's gauge",
+        std::time::Duration::from_secs(30),
+        || {
+            let text = rt.block_on(hook.metrics())?;
+            Ok(text
+                .contains("flink_webhook_uninjected_pods{")
+                .then_some(text))
+        },
+    )?;
     let work = tempfile::tempdir()?;
     let log_dir = work.path().join("log");
     std::fs::create_dir(&log_dir)?;
@@ -132,13 +158,7 @@ fn every_metric_the_rules_read_is_served() -> Result<()> {
         },
     )?;
 
-    // The missed-injection detector that will serve this gauge is not built yet (SECURITY.md);
-    // the alert is in place for it and silent until then.
-    let not_yet = ["flink_webhook_uninjected_pods"];
     for name in &names {
-        if not_yet.contains(&name.as_str()) {
-            continue;
-        }
         // Counters and infos are declared under their family's name (OpenMetrics).
         let family = name
             .strip_suffix("_total")

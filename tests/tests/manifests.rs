@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -41,6 +41,10 @@ struct Objects {
     secrets: Vec<Secret>,
     namespaces: Vec<Namespace>,
     network_policies: Vec<NetworkPolicy>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     other: Vec<String>,
 }
 
@@ -61,8 +65,12 @@ fn check_all(docs: &[Value]) -> Result<Objects> {
             ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
                 out.webhooks.push(strict(doc)?)
             }
-            ("rbac.authorization.k8s.io/v1", "Role") => drop(strict::<Role>(doc)?),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(strict::<RoleBinding>(doc)?),
+            ("rbac.authorization.k8s.io/v1", "Role") => out.roles.push(strict(doc)?),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => out.role_bindings.push(strict(doc)?),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => out.cluster_roles.push(strict(doc)?),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                out.cluster_role_bindings.push(strict(doc)?)
+            }
             // cert-manager's CRDs have no k8s-openapi types: check the shape we rely on.
             ("cert-manager.io/v1", "Issuer" | "Certificate") => {
                 if doc["spec"].as_object().is_none_or(|s| s.is_empty()) {
@@ -555,5 +563,108 @@ fn the_network_policy_opens_the_webhooks_two_ports_and_nothing_else() -> Result<
         })
         .unwrap_or_default();
     assert_eq!(container_ports, [8443, 9090]);
+    Ok(())
+}
+
+/// `group/resource[names]: verb` for each verb a rule grants.
+fn grants(rules: &[PolicyRule]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rules {
+        for g in r.api_groups.iter().flatten() {
+            for res in r.resources.iter().flatten() {
+                let names = r.resource_names.clone().unwrap_or_default().join(",");
+                for v in &r.verbs {
+                    out.push(format!("{g}/{res}[{names}]: {v}"));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn rbac_grants_the_detector_what_it_calls_and_nothing_more() -> Result<()> {
+    let tmp = manifests_with_certs()?;
+    let objs = check_all(&kustomize(&tmp.path().join("manifests"))?)?;
+    let [cluster_role] = objs.cluster_roles.as_slice() else {
+        bail!("expected one ClusterRole");
+    };
+    assert_eq!(
+        grants(cluster_role.rules.as_deref().unwrap_or_default()),
+        [
+            "/namespaces[]: list",
+            "/namespaces[]: watch",
+            "/pods[]: list",
+            "/pods[]: watch",
+            "events.k8s.io/events[]: create",
+        ]
+    );
+    let [role] = objs.roles.as_slice() else {
+        bail!("expected one Role");
+    };
+    assert_eq!(
+        grants(role.rules.as_deref().unwrap_or_default()),
+        [
+            "coordination.k8s.io/leases[]: create",
+            "coordination.k8s.io/leases[flink-injector-detector]: get",
+            "coordination.k8s.io/leases[flink-injector-detector]: update",
+        ]
+    );
+    // The Lease's Role is where the webhook runs (POD_NAMESPACE is where it looks for the Lease).
+    let deployment = objs.deployments.first().context("deployment")?;
+    let ns = deployment.metadata.namespace.as_deref();
+    assert_eq!(role.metadata.namespace.as_deref(), ns);
+    let env: Vec<String> = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| {
+            s.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|e| {
+                    let field = e.value_from.as_ref()?.field_ref.as_ref()?;
+                    Some(format!("{}={}", e.name, field.field_path))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        env,
+        ["POD_NAME=metadata.name", "POD_NAMESPACE=metadata.namespace"]
+    );
+    let account = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.service_account_name.clone())
+        .context("serviceAccountName")?;
+    // Both bindings name the Deployment's ServiceAccount and the roles above.
+    let [crb] = objs.cluster_role_bindings.as_slice() else {
+        bail!("expected one ClusterRoleBinding");
+    };
+    let [rb] = objs.role_bindings.as_slice() else {
+        bail!("expected one RoleBinding");
+    };
+    assert_eq!(
+        crb.role_ref.name,
+        cluster_role.metadata.name.clone().unwrap_or_default()
+    );
+    assert_eq!(
+        rb.role_ref.name,
+        role.metadata.name.clone().unwrap_or_default()
+    );
+    assert_eq!(rb.metadata.namespace.as_deref(), ns);
+    for subjects in [&crb.subjects, &rb.subjects] {
+        let [s] = subjects.as_deref().unwrap_or_default() else {
+            bail!("expected one subject");
+        };
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+            ("ServiceAccount", account.as_str(), ns)
+        );
+    }
     Ok(())
 }

@@ -157,8 +157,16 @@ struct CertsArgs {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube's watcher warns on every retry; the detector logs a failing watch once (and again
+    // when the error changes), unless RUST_LOG asks for kube_runtime itself.
+    if !asked.contains("kube_runtime") {
+        if let Ok(quiet) = "kube_runtime::watcher=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
@@ -288,7 +296,13 @@ fn audit_command(args: AuditArgs) -> ExitCode {
     match result {
         Ok(report) => {
             if report.rows.is_empty() {
-                eprintln!("no Flink pods in opted-in namespaces");
+                match &args.namespace {
+                    Some(ns) => eprintln!(
+                        "no Flink pods in namespace {ns}, or it is not opted in ({})",
+                        args.namespace_selector
+                    ),
+                    None => eprintln!("no Flink pods in opted-in namespaces"),
+                }
             } else if let Err(e) = write_stdout(&detect::audit::render(&report)) {
                 eprintln!("flink-webhook audit: {e:#}");
                 return ExitCode::from(2);

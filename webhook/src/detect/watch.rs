@@ -108,7 +108,10 @@ pub async fn run(client: kube::Client, state: Arc<AppState>, config: DetectorCon
                     errors.log("pods", &e);
                 }
                 Some(Ok(event)) => {
-                    errors.clear("pods");
+                    // Init opens every attempt, a failing one too: only what follows shows it works.
+                    if !matches!(event, Event::Init) {
+                        errors.clear("pods");
+                    }
                     match event {
                         Event::Init => pod_buffer.clear(),
                         Event::InitApply(p) => pod_buffer.push(facts_from_meta(&p.metadata)),
@@ -132,7 +135,9 @@ pub async fn run(client: kube::Client, state: Arc<AppState>, config: DetectorCon
                     errors.log("namespaces", &e);
                 }
                 Some(Ok(event)) => {
-                    errors.clear("namespaces");
+                    if !matches!(event, Event::Init) {
+                        errors.clear("namespaces");
+                    }
                     match event {
                         Event::Init => ns_buffer.clear(),
                         Event::InitApply(n) => { ns_buffer.insert(n.metadata.name.unwrap_or_default()); }
