@@ -84,6 +84,8 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     lease: Mutex<LeaseStore>,
     gate: Notify,
+    /// The list being paged through.
+    listing: Mutex<Arc<Vec<Value>>>,
     /// Watches kept open must end when the stand-in does.
     held: Mutex<Vec<Sender<Bytes, Infallible>>>,
 }
@@ -155,6 +157,7 @@ impl StandIn {
             seen: Mutex::new(Vec::new()),
             lease: Mutex::new(preset),
             gate: Notify::new(),
+            listing: Mutex::new(Arc::new(Vec::new())),
             held: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
@@ -276,25 +279,50 @@ async fn answer(s: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         if seen.is_watch() {
             return pod_watch(s, metadata_only);
         }
-        let mut script = lock(&s.script);
-        let pods = if script.pod_lists.len() > 1 {
-            script.pod_lists.pop_front().unwrap_or_default()
+        // A list's first page picks the script's next list; its other pages read the same one.
+        let pods = if seen.param("continue").is_none() {
+            let mut script = lock(&s.script);
+            let next = if script.pod_lists.len() > 1 {
+                script.pod_lists.pop_front().unwrap_or_default()
+            } else {
+                script.pod_lists.front().cloned().unwrap_or_default()
+            };
+            // A namespaced list: the same pods, those of that namespace.
+            let next: Vec<Value> = next
+                .into_iter()
+                .filter(|p| {
+                    pods_of
+                        .as_ref()
+                        .is_none_or(|ns| p["metadata"]["namespace"] == **ns)
+                })
+                .collect();
+            let next = Arc::new(next);
+            *lock(&s.listing) = next.clone();
+            next
         } else {
-            script.pod_lists.front().cloned().unwrap_or_default()
+            lock(&s.listing).clone()
         };
-        // A namespaced list: the same pods, those of that namespace.
-        let pods: Vec<Value> = pods
-            .into_iter()
-            .filter(|p| {
-                pods_of
-                    .as_ref()
-                    .is_none_or(|ns| p["metadata"]["namespace"] == **ns)
-            })
-            .collect();
-        return json_response(
-            StatusCode::OK,
-            &list_body("PodList", &pods, metadata_only, "2125"),
+        // Pages as the API server cuts them for `limit`, the offset as the continue token.
+        let from: usize = seen
+            .param("continue")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let limit: usize = seen
+            .param("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let to = from.saturating_add(limit).min(pods.len());
+        let mut body = list_body(
+            "PodList",
+            pods.get(from.min(to)..to).unwrap_or_default(),
+            metadata_only,
+            "2125",
         );
+        if to < pods.len() {
+            body["metadata"]["continue"] = json!(to.to_string());
+        }
+        return json_response(StatusCode::OK, &body);
     }
     if path == "/api/v1/namespaces" && method == "GET" {
         if lock(&s.script).forbidden {

@@ -466,6 +466,8 @@ async fn audit_lists_what_each_pod_lacks_and_exits_by_it() -> Result<()> {
     script.pod_lists[0].push(recorded_missed_pod()?);
     let standin = StandIn::start(script).await?;
     let (code, out, err) = tokio::task::block_in_place(|| audit(&standin, &[]))?;
+    // The table as a person sees it (cargo test -- --nocapture).
+    eprintln!("{out}{err}");
     assert_eq!(code, 1, "{out}{err}");
     let rows: Vec<&str> = out.lines().collect();
     assert!(rows[0].starts_with("NAMESPACE"), "{out}");
