@@ -152,6 +152,7 @@ pub async fn run(client: kube::Client, state: Arc<AppState>, config: DetectorCon
                 }
             },
             _ = tick.tick() => {
+                errors.expire();
                 let current = state.policy();
                 let time_now = *install_rx.borrow_and_update();
                 if !Arc::ptr_eq(&current, &policy) || time_now != install_time && time_now.is_some() || last_rejudge.elapsed() >= REJUDGE_EVERY * 6 {
@@ -255,17 +256,24 @@ async fn report(
 }
 
 /// Logs a watch's error when it is new, or again after `ERROR_LOG_EVERY`: the watcher retries
-/// with backoff forever and would otherwise fill the log.
+/// with backoff forever and would otherwise fill the log. Also what `detector_synced` reads: a
+/// watch is failing from its last error until an event arrives or `RECOVERED_AFTER` passes with
+/// no new error (a watch that restarted fine in a quiet cluster sends no event to show it).
 #[derive(Default)]
 struct ErrorLog {
-    last: HashMap<&'static str, (String, Instant)>,
+    /// Per watch: the error's text, when it was last logged, when it last happened.
+    last: HashMap<&'static str, (String, Instant, Instant)>,
 }
+
+/// Longer than the watcher's longest backoff (30 s) twice over: a lasting error recurs sooner.
+const RECOVERED_AFTER: Duration = Duration::from_secs(65);
 
 impl ErrorLog {
     fn log(&mut self, what: &'static str, e: &watcher::Error) {
         let text = e.to_string();
+        let now = Instant::now();
         let due = match self.last.get(what) {
-            Some((t, at)) => *t != text || at.elapsed() >= ERROR_LOG_EVERY,
+            Some((t, logged, _)) => *t != text || logged.elapsed() >= ERROR_LOG_EVERY,
             None => true,
         };
         if due {
@@ -275,7 +283,9 @@ impl ErrorLog {
                 "the detector retries with backoff; flink_webhook_detector_synced is 0 meanwhile"
             };
             tracing::error!(watch = what, error = %text, "missed-injection detector cannot watch {what}: {hint}");
-            self.last.insert(what, (text, Instant::now()));
+            self.last.insert(what, (text, now, now));
+        } else if let Some(entry) = self.last.get_mut(what) {
+            entry.2 = now;
         }
     }
 
@@ -285,6 +295,19 @@ impl ErrorLog {
                 watch = what,
                 "missed-injection detector watching {what} again"
             );
+        }
+    }
+
+    /// Forgets errors that have not recurred for `RECOVERED_AFTER`.
+    fn expire(&mut self) {
+        let quiet: Vec<&'static str> = self
+            .last
+            .iter()
+            .filter(|(_, (_, _, at))| at.elapsed() >= RECOVERED_AFTER)
+            .map(|(what, _)| *what)
+            .collect();
+        for what in quiet {
+            self.clear(what);
         }
     }
 
