@@ -32,6 +32,10 @@ trap 'rm -f "$out"' EXIT
   echo "### Reading logs back: flink-logs on a topic 50 agents filled"
   echo
   target/release/bench-logs "$agent" target/release/flink-logs 20000 50 "$rounds"
+  echo
+  echo "### Missed-injection detector: the webhook with 10,000 Flink pods listed and watched"
+  echo
+  target/release/bench-detector target/release/flink-webhook 10000 "$rounds" 2>/dev/null
 } | tee "$out"
 python3 - "$out" <<'PY'
 import sys, re, pathlib
