@@ -62,7 +62,7 @@ say "the injected JobManager pod (flink-webhook mutate, same engine)"
 if [ "${CI:-}" = true ] || [ "${DEMO_QUIET:-0}" = 1 ]; then
   grep -nE 'flink-injector.io/injected|name: flink-(usrlib|logs|agent)|TZ|restartPolicy: Always|hostnames|nfs' "$WORK/pod.yaml"
 else
-  sed -n '/^spec:/,$p' "$WORK/pod.yaml" | grep -v '^ *f:' | head -150
+  sed -n '/^spec:/,$p' "$WORK/pod.yaml" | grep -v '^ *f:' | awk 'NR <= 150'
 fi
 
 say "starting flink-agent: tailing $WORK/log to Kafka topic flink-logs"
@@ -91,9 +91,9 @@ say "events arriving in Kafka (topic flink-logs), first 3 in full"
 head -3 "$WORK/events.jsonl" | jq .
 echo "... $(wc -l <"$WORK/events.jsonl") events in Kafka for $EVENTS log records"
 echo "the one with a stack trace:"
-jq -c 'select(.error != null) | {"@timestamp", level: .log.level, error, lines: (.message | split("\n") | length)}' "$WORK/events.jsonl" | head -3
+jq -c 'select(.error != null) | {"@timestamp", level: .log.level, error, lines: (.message | split("\n") | length)}' "$WORK/events.jsonl" | awk 'NR <= 3'
 
 sleep 2   # let the last acknowledgement reach the checkpoint, so the lag reads 0
 say "agent /metrics (excerpt)"
-curl -fsS "http://127.0.0.1:$AGENT_METRICS/metrics" | grep -E '^flink_(agent_(events_sent|lines_read|bytes_sent|unshipped)|up)' | head -12
+curl -fsS "http://127.0.0.1:$AGENT_METRICS/metrics" | grep -E '^flink_(agent_(events_sent|lines_read|bytes_sent|unshipped)|up)' | awk 'NR <= 12'
 say "done: stopping tansu, flink-webhook and flink-agent"

