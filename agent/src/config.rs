@@ -70,6 +70,17 @@ pub struct Cli {
     #[arg(long, env = "FLINK_AGENT_FLINK_REST")]
     pub flink_rest: Option<String>,
 
+    /// Flink's task and operator metrics: per-subtask (the reporter's series, each exported by
+    /// the agent of the TaskManager the subtask runs on) or per-vertex (aggregated over the
+    /// subtasks, exported by the JobManager pod's agent: fewer series).
+    #[arg(
+        long,
+        env = "FLINK_AGENT_FLINK_TASK_METRICS",
+        value_enum,
+        default_value = "per-subtask"
+    )]
+    pub flink_task_metrics: crate::flink_rest::TaskMetrics,
+
     /// When set, /healthz and /readyz answer 200 only to requests whose X-Flink-Agent-Probe
     /// header carries it: in a hostNetwork pod another pod's agent on the node must not pass
     /// this one's probes. The webhook sets it for such pods.
@@ -233,6 +244,7 @@ pub struct Config {
     pub flink_rest: String,
     /// `--flink-rest` was given: the address is not learned from the JobManager's log.
     pub flink_rest_given: bool,
+    pub flink_task_metrics: crate::flink_rest::TaskMetrics,
     pub probe_token: Option<String>,
     pub shutdown_timeout: Duration,
     pub shutdown_quiet: Duration,
@@ -471,6 +483,7 @@ impl Config {
             metrics_listen,
             flink_rest,
             flink_rest_given: cli.flink_rest.is_some(),
+            flink_task_metrics: cli.flink_task_metrics,
             probe_token: cli.probe_token.filter(|t| !t.is_empty()),
             shutdown_timeout: parse_duration("shutdown-timeout", &cli.shutdown_timeout)?,
             shutdown_quiet: parse_duration("shutdown-quiet", &cli.shutdown_quiet)?,

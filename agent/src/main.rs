@@ -79,8 +79,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Flink's metrics from its REST API (`--flink-rest`). In a TaskManager pod only that
-/// TaskManager's (its id is the pod name in native Kubernetes mode), so no series is reported
-/// twice; a scrape waits at most 3 s for Flink (Prometheus' default scrape timeout is 10 s).
+/// TaskManager's and its subtasks' (its id is the pod name in native Kubernetes mode), so no
+/// series is reported twice; a scrape waits at most 3 s for Flink (Prometheus' default scrape timeout is 10 s).
 fn flink_metrics(cfg: &Config) -> FlinkMetrics {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let component = non_empty(&cfg.pod.component);
@@ -97,6 +97,7 @@ fn flink_metrics(cfg: &Config) -> FlinkMetrics {
         timeout: std::time::Duration::from_secs(3),
         cluster_id: non_empty(&cfg.pod.cluster_id),
         learn_from_log,
+        task_metrics: cfg.flink_task_metrics,
     })
 }
 

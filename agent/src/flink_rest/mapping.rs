@@ -6,30 +6,59 @@
 //! * **Name** = `flink_` + logical scope + `_` + metric name, where every character outside
 //!   `[a-zA-Z0-9:_]` is replaced by `_`. User metric groups (`getMetricGroup().addGroup("demo")`)
 //!   are part of the name, as in the reporter.
-//! * **Label values** are filtered like the reporter's default (`filterLabelValueCharacters: true`):
-//!   every character outside `[a-zA-Z0-9_]` becomes `_` (e.g. `tm_id="127_0_0_1_6122_6d1794"`,
-//!   `job_name="demo_failing"`).
+//! * **Label values** are filtered like the reporter's default (`filterLabelValueCharacters: true`)
+//!   with the same pattern as names: every character outside `[a-zA-Z0-9:_]` becomes `_` (e.g.
+//!   `tm_id="127_0_0_1:6122_6d1794"`, `task_name="Source:_src____map"`; checked against the real
+//!   reporter's output in `tests/fixtures/flink-rest-2tm/`).
 //! * **Types**: Flink counters, gauges and meters are all exported as gauges (no `_total` suffix);
 //!   histograms (the REST API splits them into `<name>_median`, `_p75`, `_p95`, `_p98`, `_p99`,
 //!   `_p999`, `_count`, `_min`, `_max`, `_mean`, `_stddev`) become a summary `<name>{quantile=..}`
 //!   plus `<name>_count`, as in the reporter; `_min`, `_max`, `_mean` and `_stddev`, which the
 //!   reporter does not export, are kept as gauges `<name>_min` etc.
 //! * **Values**: `?get=` values arrive as strings, aggregated values as JSON numbers (or the string
-//!   `"NaN"`). Booleans become 1/0 (as in the reporter); `NaN`/`Infinity` are kept; any other
-//!   text-valued gauge (e.g. `lastCheckpointExternalPath`) has no number and is skipped.
+//!   `"NaN"`). Booleans become 1/0 and `NaN`/`Infinity` are kept, as in the reporter; a
+//!   text-valued gauge (`lastCheckpointExternalPath`) is 0, which is what the reporter exports for
+//!   a gauge that is neither a number nor a boolean, so the family exists wherever it does there.
+//! * **Key/value groups** (`addGroup("split", id)`), which the reporter turns into a label, arrive
+//!   over REST as plain name segments: the keys Flink and its Kafka connector use (`split`, `topic`,
+//!   `partition`) become labels again (`..._operator_split_watermark_currentWatermark{split="0"}`).
+//!   A user's own key/value group cannot be told from a plain group and stays in the name.
+//! * **What the REST API lacks:** a histogram's count (`<name>_count` of the reporter's summary;
+//!   the REST API has every other statistic); and of a counter that Flink registers under two names
+//!   only one name (its metric query service keeps counters by object): the sink writer's
+//!   `numRecordsSend`/`numRecordsOut`, `numBytesSend`/`numBytesOut` and
+//!   `numRecordsSendErrors`/`numRecordsOutErrors` are one counter each, so the missing name is
+//!   exported with the other's value.
 //!
 //! | REST source | Prometheus name | labels |
 //! |---|---|---|
-//! | `/jobmanager/metrics` | `flink_jobmanager_<metric>` (e.g. `flink_jobmanager_Status_JVM_Memory_Heap_Used`) | none (the reporter's `host` is not known over REST) |
+//! | `/jobmanager/metrics` | `flink_jobmanager_<metric>` (e.g. `flink_jobmanager_Status_JVM_Memory_Heap_Used`) | `host` (`jobmanager.rpc.address` of `/jobmanager/config`) |
 //! | `/taskmanagers/<tm>/metrics` | `flink_taskmanager_<metric>` | `host`, `tm_id` |
-//! | `/jobs/<jid>/metrics` | `flink_jobmanager_job_<metric>` (e.g. `flink_jobmanager_job_uptime`, `_numRestarts`) | `job_id`, `job_name` |
-//! | `/jobs/<jid>/vertices/<vid>/subtasks/metrics?agg=` task metrics | `flink_taskmanager_job_task_<metric>` | `job_id`, `job_name`, `task_id`, `task_name` |
-//! | same, operator metrics (`<operator>.<metric>`) | `flink_taskmanager_job_task_operator_<metric>` | the above + `operator_name` |
+//! | `/jobs/<jid>/metrics` | `flink_jobmanager_job_<metric>` (e.g. `flink_jobmanager_job_uptime`, `_numRestarts`) | `host`, `job_id`, `job_name` |
+//! | `/jobs/<jid>/vertices/<vid>/jm-operator-metrics` (`<operator>.<metric>`) | `flink_jobmanager_job_operator_<metric>` (e.g. `..._coordinator_enumerator_unassignedSplits`) | the job's + `task_id`, `task_name`, `operator_id`, `operator_name` |
+//! | `/jobs/<jid>/vertices/<vid>/subtasks/<i>/metrics` task metrics | `flink_taskmanager_job_task_<metric>` | `host`, `tm_id`, `job_id`, `job_name`, `task_id`, `task_name`, `subtask_index`, `task_attempt_num`, `task_attempt_id` |
+//! | same, operator metrics (`<operator>.<metric>`) | `flink_taskmanager_job_task_operator_<metric>` | the above + `operator_id`, `operator_name` |
 //! | `/jobs/overview` (agent's own) | `flink_job_state{state}` = 1 | `job_id`, `job_name`, `state` |
 //!
-//! **Vertex (task) metrics are aggregated over the vertex's subtasks** by Flink
-//! (`subtasks/metrics?agg=min,max,sum`): one series per job vertex instead of one per subtask, so
-//! there is no `subtask_index`, `tm_id`, `host`, `task_attempt_*` or `operator_id` label. The
+//! **Task and operator metrics are per subtask** (the default, `--flink-task-metrics per-subtask`),
+//! with the reporter's labels. Two of them are not in the REST API, and get stand-ins:
+//! * `task_attempt_id`: the reporter's value is Flink's `ExecutionAttemptID`,
+//!   `<execution graph id>_<vertex id>_<subtask>_<attempt>`; the execution graph id is in no REST
+//!   answer, so the agent exports `<vertex id>_<subtask>_<attempt>`, the same value without its first
+//!   part: unique per attempt and new with each attempt, as the reporter's.
+//! * `operator_id`: the REST API names operators, it does not identify them. The first operator of
+//!   a chain has the vertex's id (Flink derives the vertex id from it), and gets it; a chained
+//!   operator after it gets `<vertex id>_<position in the chain>`, which no real operator id looks
+//!   like (those are 32 hex digits).
+//!
+//! `operator_name` is the operator's name as the reporter has it: the REST API replaced `:`, `.`,
+//! `,` and spaces in it by `_`, so the name is taken back from the vertex name (`A -> B`) where
+//! one of its parts matches.
+//!
+//! **Or aggregated per vertex** (`--flink-task-metrics per-vertex`, fewer series, exported by the
+//! JobManager pod's agent): Flink aggregates over the vertex's subtasks
+//! (`subtasks/metrics?agg=min,max,sum`), one series per job vertex, without the `subtask_index`,
+//! `tm_id`, `host`, `task_attempt_*` and `operator_id` labels. The
 //! aggregate is chosen per metric so that the usual dashboard queries (`sum by (task_name)` of
 //! rates, `max` of busy/back-pressure time, `min` of watermarks) give the same answer as over the
 //! reporter's per-subtask series:
@@ -46,7 +75,7 @@
 //! Jobs in a globally terminal state (FINISHED, CANCELED, FAILED) only get `flink_job_state`: the
 //! reporter drops a job's metrics when the job ends, and the REST API has none for them either.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
 
@@ -58,26 +87,39 @@ use serde_json::Value;
 /// Replaces every character the reporter does not allow in a metric name by `_`.
 pub fn sanitize_name(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    push_sanitized(&mut out, s, true);
+    push_sanitized(&mut out, s);
     out
 }
 
-/// The reporter's default label-value filter: every character outside `[a-zA-Z0-9_]` becomes `_`.
+/// The reporter's default label-value filter, the same as for names: every character outside
+/// `[a-zA-Z0-9:_]` becomes `_`.
 pub fn sanitize_label_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    push_sanitized(&mut out, s, false);
-    out
+    sanitize_name(s)
 }
 
-/// Appends `s` with every character outside `[a-zA-Z0-9_]` (and `:` unless `colon`) as `_`.
-fn push_sanitized(out: &mut String, s: &str, colon: bool) {
+/// Appends `s` with every character outside `[a-zA-Z0-9:_]` as `_`.
+fn push_sanitized(out: &mut String, s: &str) {
     out.extend(s.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':') {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
             c
         } else {
             '_'
         }
     }));
+}
+
+/// What Flink's metric query service does to the names in metric ids (its `FILTER`): space, `.`,
+/// `:` and `,` become `_`. `Source: src` is `Source__src` in a REST id.
+fn rest_filtered(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if matches!(c, ' ' | '.' | ':' | ',') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// A metric value from the REST API: a JSON string for `?get=`, a number (or `"NaN"`) for
@@ -143,65 +185,241 @@ fn render_labels(labels: &[(&str, String)]) -> String {
     out
 }
 
+/// A job vertex (Flink's "task") as the REST API describes it.
+#[derive(Debug, Clone)]
+pub struct JobVertex {
+    pub job_id: String,
+    pub job_name: String,
+    pub task_id: String,
+    /// The vertex name, e.g. `Source: src -> map`: the names of its chained operators.
+    pub task_name: String,
+}
+
+/// Flink truncates an operator's name in its metric group to this many characters
+/// (`MetricUtils.METRICS_OPERATOR_NAME_MAX_LENGTH`), in the REST API and the reporter alike.
+const OPERATOR_NAME_MAX: usize = 80;
+
+impl JobVertex {
+    /// The operator names of a chain in order: `A -> B -> (C, D)` gives A, B, C, D.
+    fn chain(&self) -> impl Iterator<Item = &str> {
+        self.task_name.split(" -> ").flat_map(|part| {
+            let inner = part
+                .strip_prefix('(')
+                .and_then(|p| p.strip_suffix(')'))
+                .filter(|_| part.contains(", "));
+            match inner {
+                Some(list) => list.split(", ").collect::<Vec<_>>(),
+                None => vec![part],
+            }
+        })
+    }
+
+    /// `(operator_id, operator_name)` of the operator a REST id calls `rest_name` (see the module
+    /// docs for what the id is where the REST API has none).
+    pub fn operator(&self, rest_name: &str) -> (String, String) {
+        let cut = |name: &'_ str| match name.char_indices().nth(OPERATOR_NAME_MAX) {
+            Some((end, _)) => name[..end].to_string(),
+            None => name.to_string(),
+        };
+        // The JobManager's side of a chain (its coordinator) is named after the whole vertex and
+        // has the vertex's id, in the reporter too.
+        let whole = cut(&self.task_name);
+        if rest_filtered(&whole) == rest_name {
+            return (self.task_id.clone(), whole);
+        }
+        for (i, part) in self.chain().enumerate() {
+            let part = cut(part);
+            if rest_filtered(&part) == rest_name {
+                let id = match i {
+                    0 => self.task_id.clone(),
+                    i => format!("{}_{i}", self.task_id),
+                };
+                return (id, part);
+            }
+        }
+        (
+            format!("{}_{rest_name}", self.task_id),
+            rest_name.to_string(),
+        )
+    }
+
+    fn labels(&self) -> Labels {
+        vec![
+            ("job_id", sanitize_label_value(&self.job_id)),
+            ("job_name", sanitize_label_value(&self.job_name)),
+            ("task_id", sanitize_label_value(&self.task_id)),
+            ("task_name", sanitize_label_value(&self.task_name)),
+        ]
+    }
+}
+
 /// Where a set of metrics comes from: decides the name prefix and the labels.
 #[derive(Debug, Clone)]
 pub enum Scope {
-    JobManager,
+    /// `host`: the JobManager's RPC address, as the reporter has it.
+    JobManager {
+        host: String,
+    },
     TaskManager {
         tm_id: String,
         host: String,
     },
     Job {
+        host: String,
         job_id: String,
         job_name: String,
     },
-    /// A job vertex (Flink's "task"), aggregated over its subtasks.
-    Vertex {
-        job_id: String,
-        job_name: String,
-        task_id: String,
-        task_name: String,
+    /// The JobManager's side of a vertex's operators (source enumerators and other
+    /// coordinators), from `jm-operator-metrics`.
+    JobOperator {
+        host: String,
+        vertex: JobVertex,
     },
+    /// One subtask of a vertex, where it runs now.
+    Subtask {
+        vertex: JobVertex,
+        subtask_index: u32,
+        attempt: u32,
+        tm_id: String,
+        host: String,
+    },
+    /// A job vertex, aggregated over its subtasks (`--flink-task-metrics per-vertex`).
+    Vertex(JobVertex),
 }
 
+/// The task-level and operator-level name prefixes (and logical scopes, for `# HELP`) of a scope.
+type Prefixes = (
+    (&'static str, &'static str),
+    Option<(&'static str, &'static str)>,
+);
+
 impl Scope {
-    fn prefix(&self) -> &'static str {
+    fn prefixes(&self) -> Prefixes {
+        const TASK: (&str, &str) = ("flink_taskmanager_job_task", "taskmanager.job.task");
+        const OPERATOR: (&str, &str) = (
+            "flink_taskmanager_job_task_operator",
+            "taskmanager.job.task.operator",
+        );
+        const JM_OPERATOR: (&str, &str) =
+            ("flink_jobmanager_job_operator", "jobmanager.job.operator");
         match self {
-            Scope::JobManager => "flink_jobmanager",
-            Scope::TaskManager { .. } => "flink_taskmanager",
-            Scope::Job { .. } => "flink_jobmanager_job",
-            Scope::Vertex { .. } => "flink_taskmanager_job_task",
+            Scope::JobManager { .. } => (("flink_jobmanager", "jobmanager"), None),
+            Scope::TaskManager { .. } => (("flink_taskmanager", "taskmanager"), None),
+            Scope::Job { .. } => (("flink_jobmanager_job", "jobmanager.job"), None),
+            Scope::JobOperator { .. } => (JM_OPERATOR, Some(JM_OPERATOR)),
+            Scope::Subtask { .. } | Scope::Vertex(_) => (TASK, Some(OPERATOR)),
         }
     }
 
-    fn logical_scope(&self) -> &'static str {
+    fn vertex(&self) -> Option<&JobVertex> {
         match self {
-            Scope::JobManager => "jobmanager",
-            Scope::TaskManager { .. } => "taskmanager",
-            Scope::Job { .. } => "jobmanager.job",
-            Scope::Vertex { .. } => "taskmanager.job.task",
+            Scope::JobOperator { vertex, .. } | Scope::Subtask { vertex, .. } => Some(vertex),
+            Scope::Vertex(vertex) => Some(vertex),
+            _ => None,
         }
     }
 
     fn labels(&self) -> Labels {
         let l = |k: &'static str, v: &str| (k, sanitize_label_value(v));
         match self {
-            Scope::JobManager => Vec::new(),
+            Scope::JobManager { host } => vec![l("host", host)],
             Scope::TaskManager { tm_id, host } => vec![l("host", host), l("tm_id", tm_id)],
-            Scope::Job { job_id, job_name } => vec![l("job_id", job_id), l("job_name", job_name)],
-            Scope::Vertex {
+            Scope::Job {
+                host,
                 job_id,
                 job_name,
-                task_id,
-                task_name,
             } => vec![
+                l("host", host),
                 l("job_id", job_id),
                 l("job_name", job_name),
-                l("task_id", task_id),
-                l("task_name", task_name),
             ],
+            Scope::JobOperator { host, vertex } => {
+                let mut labels = vec![l("host", host)];
+                labels.extend(vertex.labels());
+                labels
+            }
+            Scope::Subtask {
+                vertex,
+                subtask_index,
+                attempt,
+                tm_id,
+                host,
+            } => {
+                let mut labels = vec![l("host", host), l("tm_id", tm_id)];
+                labels.extend(vertex.labels());
+                labels.push(("subtask_index", subtask_index.to_string()));
+                labels.push(("task_attempt_num", attempt.to_string()));
+                labels.push((
+                    "task_attempt_id",
+                    sanitize_label_value(&format!("{}_{subtask_index}_{attempt}", vertex.task_id)),
+                ));
+                labels
+            }
+            Scope::Vertex(vertex) => vertex.labels(),
         }
     }
+}
+
+/// Counters a sink writer registers under two names (Flink's `InternalSinkWriterMetricGroup`):
+/// the same counter object is `numRecordsSend` and `numRecordsOut`, and so on. Flink's metric query
+/// service keeps its counters by object, so the REST API has only one of the two names; the
+/// reporter exports both.
+const SINK_ALIASES: &[(&str, &str)] = &[
+    (".numRecordsSend", ".numRecordsOut"),
+    (".numBytesSend", ".numBytesOut"),
+    (".numRecordsSendErrors", ".numRecordsOutErrors"),
+];
+
+/// `values` plus the name of [`SINK_ALIASES`] the REST API left out, with the same value; `None`
+/// when nothing is missing.
+fn with_sink_aliases(values: &[(String, f64)]) -> Option<Vec<(String, f64)>> {
+    let ids: HashSet<&str> = values.iter().map(|(id, _)| id.as_str()).collect();
+    let mut added = Vec::new();
+    for (id, value) in values {
+        for (send, out) in SINK_ALIASES {
+            if let Some(operator) = id.strip_suffix(send) {
+                let alias = format!("{operator}{out}");
+                if !ids.contains(alias.as_str()) {
+                    added.push((alias, *value));
+                }
+            }
+        }
+    }
+    if added.is_empty() {
+        return None;
+    }
+    let mut all = values.to_vec();
+    all.extend(added);
+    Some(all)
+}
+
+/// Keys of key/value metric groups (`addGroup(key, value)`) that Flink and its Kafka connector
+/// use: the reporter makes the value a label (see the module docs).
+const KEY_VALUE_GROUPS: &[&str] = &["split", "topic", "partition"];
+
+/// `split.3.watermark.currentWatermark` -> name `split.watermark.currentWatermark` and the label
+/// `split="3"` (appended to `labels`). A key needs a value and a metric name after it.
+fn key_value_groups(metric: &str, labels: &mut String) -> Option<String> {
+    if !KEY_VALUE_GROUPS.iter().any(|k| metric.contains(k)) {
+        return None;
+    }
+    let segments: Vec<&str> = metric.split('.').collect();
+    let mut name: Vec<&str> = Vec::with_capacity(segments.len());
+    let mut found = false;
+    let mut i = 0;
+    while i < segments.len() {
+        let seg = segments[i];
+        if KEY_VALUE_GROUPS.contains(&seg) && i + 2 < segments.len() {
+            push_label(labels, seg, &sanitize_label_value(segments[i + 1]));
+            name.push(seg);
+            found = true;
+            i += 2;
+        } else {
+            name.push(seg);
+            i += 1;
+        }
+    }
+    found.then(|| name.join("."))
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -349,33 +567,45 @@ impl Exposition {
     }
 
     /// Adds the metrics of one scope: `(metric id, value)` pairs as read from the REST API.
-    /// Ids whose value has no number are skipped.
     pub fn add_scope(&mut self, scope: &Scope, values: &[(String, f64)]) {
+        let aliased;
+        let values = match scope {
+            Scope::Subtask { .. } | Scope::Vertex(_) => {
+                aliased = with_sink_aliases(values);
+                aliased.as_deref().unwrap_or(values)
+            }
+            _ => values,
+        };
         let ids: HashSet<&str> = values.iter().map(|(id, _)| id.as_str()).collect();
         let base_labels = render_labels(&scope.labels());
+        let ((task_prefix, task_logical), operator_prefix) = scope.prefixes();
+        // The aggregate over a vertex has no operator id (it spans all of its subtasks' operators).
+        let with_operator_id = !matches!(scope, Scope::Vertex(_));
+        // (operator_id, operator_name) per operator, worked out once per scope.
+        let mut operators: HashMap<&str, (String, String)> = HashMap::new();
         // Reused for every sample: a refresh renders thousands.
-        let (mut labels, mut name, mut operator_name) =
-            (String::new(), String::new(), String::new());
+        let (mut labels, mut name) = (String::new(), String::new());
         for (id, value) in values {
-            let (prefix, logical, metric, operator) = match scope {
-                Scope::Vertex { .. } => match split_operator(id) {
-                    Some((operator, metric)) => (
-                        "flink_taskmanager_job_task_operator",
-                        "taskmanager.job.task.operator",
-                        metric,
-                        Some(operator),
-                    ),
-                    None => (scope.prefix(), scope.logical_scope(), id.as_str(), None),
-                },
-                _ => (scope.prefix(), scope.logical_scope(), id.as_str(), None),
-            };
             labels.clear();
             labels.push_str(&base_labels);
-            if let Some(operator) = operator {
-                operator_name.clear();
-                push_sanitized(&mut operator_name, operator, false);
-                push_label(&mut labels, "operator_name", &operator_name);
-            }
+            let operator = operator_prefix
+                .zip(scope.vertex())
+                .and_then(|(prefix, vertex)| {
+                    split_operator(id).map(|(operator, metric)| (prefix, vertex, operator, metric))
+                });
+            let (prefix, logical, metric) = match operator {
+                Some(((prefix, logical), vertex, operator, metric)) => {
+                    let (op_id, op_name) = operators
+                        .entry(operator)
+                        .or_insert_with(|| vertex.operator(operator));
+                    if with_operator_id {
+                        push_label(&mut labels, "operator_id", &sanitize_label_value(op_id));
+                    }
+                    push_label(&mut labels, "operator_name", &sanitize_label_value(op_name));
+                    (prefix, logical, metric)
+                }
+                None => (task_prefix, task_logical, id.as_str()),
+            };
             // Histogram detection looks at the same operator's ids only ("" for task metrics).
             let op_prefix = &id[..id.len() - metric.len()];
             let hist =
@@ -397,10 +627,16 @@ impl Exposition {
                 }
                 None => (metric, "", Kind::Gauge),
             };
+            let regrouped = if prefix == task_prefix {
+                None
+            } else {
+                key_value_groups(family_of, &mut labels)
+            };
+            let family_of = regrouped.as_deref().unwrap_or(family_of);
             name.clear();
             name.push_str(prefix);
             name.push('_');
-            push_sanitized(&mut name, family_of, true);
+            push_sanitized(&mut name, family_of);
             let help = || format!("{family_of} (scope: {logical})");
             self.push(&name, kind, help, suffix, &labels, *value);
         }
@@ -508,11 +744,12 @@ pub struct AggregatedValue {
     pub sum: Value,
 }
 
-/// Numeric `(id, value)` pairs of a `?get=` answer; text values are dropped.
+/// `(id, value)` pairs of a `?get=` answer; a text value is 0, as the reporter exports a gauge
+/// that is neither a number nor a boolean.
 pub fn numeric_values(items: &[MetricValue]) -> Vec<(String, f64)> {
     items
         .iter()
-        .filter_map(|m| parse_value(&m.value).map(|v| (m.id.clone(), v)))
+        .map(|m| (m.id.clone(), parse_value(&m.value).unwrap_or(0.0)))
         .collect()
 }
 
@@ -563,6 +800,37 @@ pub struct JobDetail {
 pub struct VertexInfo {
     pub id: String,
     pub name: String,
+}
+
+/// `/jobs/<jid>/vertices/<vid>`: where each subtask runs, and its attempt.
+#[derive(Debug, Deserialize)]
+pub struct VertexDetail {
+    #[serde(default)]
+    pub subtasks: Vec<SubtaskInfo>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct SubtaskInfo {
+    pub subtask: u32,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub attempt: u32,
+    /// The TaskManager's resource id (the pod name in native Kubernetes mode); `(unassigned)`
+    /// before the subtask is scheduled.
+    #[serde(default, rename = "taskmanager-id")]
+    pub taskmanager_id: String,
+}
+
+impl SubtaskInfo {
+    /// Deployed to a TaskManager and not finished: the states in which the TaskManager has the
+    /// subtask's metrics, and the reporter exports them.
+    pub fn is_deployed(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "DEPLOYING" | "INITIALIZING" | "RUNNING"
+        )
+    }
 }
 
 /// `/taskmanagers`.

@@ -44,10 +44,13 @@ use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
+use std::collections::HashMap;
+
 use client::{encode, get_batches, RestSource};
 use mapping::{
     aggregated_values, numeric_values, AggregatedValue, Exposition, JobDetail, JobOverview,
-    JobsOverview, MetricId, MetricValue, Scope, TaskManagerInfo, TaskManagers,
+    JobVertex, JobsOverview, MetricId, MetricValue, Scope, SubtaskInfo, TaskManagerInfo,
+    TaskManagers, VertexDetail,
 };
 
 /// Errors of one REST request. They never leave this module as a failure of `render`: they turn
@@ -102,6 +105,20 @@ pub struct FlinkRestConfig {
     pub cluster_id: Option<String>,
     /// Follow the address the JobManager's log announces (see [`target`]).
     pub learn_from_log: bool,
+    /// Task and operator metrics per subtask, or aggregated per vertex.
+    pub task_metrics: TaskMetrics,
+}
+
+/// How task and operator metrics are exported (`--flink-task-metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TaskMetrics {
+    /// One series per subtask with the reporter's labels, each exported by the agent of the
+    /// TaskManager the subtask runs on: a drop-in for Flink's PrometheusReporter.
+    #[default]
+    PerSubtask,
+    /// One series per job vertex, aggregated by Flink over its subtasks, exported by the
+    /// JobManager pod's agent: fewer series, no per-subtask or per-TaskManager view.
+    PerVertex,
 }
 
 /// The REST URL an agent uses when `--flink-rest` is not given: in a JobManager pod Flink's REST
@@ -222,10 +239,17 @@ impl FlinkMetrics {
             }
         } else {
             let mode = self.mode.clone();
+            let task_metrics = self.cfg.task_metrics;
             let refresh =
                 worker::on_own_thread(base_url, timeout, deadline, move |src| async move {
-                    let collected =
-                        collect(&src, &mode, deadline.into(), expected.as_deref()).await;
+                    let collected = collect(
+                        &src,
+                        &mode,
+                        task_metrics,
+                        deadline.into(),
+                        expected.as_deref(),
+                    )
+                    .await;
                     tracing::debug!(
                         samples = collected.expo.len(),
                         errors = collected.errors,
@@ -362,13 +386,17 @@ impl<S: RestSource> Ctx<'_, S> {
         match self.get(path).await {
             Ok(v) => Some(v),
             Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "Flink REST request failed");
-                if let Ok(mut first) = self.first_error.lock() {
-                    first.get_or_insert(e);
-                }
+                self.count_error(e);
                 None
             }
+        }
+    }
+
+    fn count_error(&self, e: RestError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(error = %e, "Flink REST request failed");
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert(e);
         }
     }
 
@@ -376,11 +404,25 @@ impl<S: RestSource> Ctx<'_, S> {
     /// aggregate chosen per metric. An empty id list (the first request after Flink started, or a
     /// job without metrics) gives nothing, which is not an error.
     async fn values(&self, path: &str, aggregated: bool) -> Vec<(String, f64)> {
-        let Some(ids) = self.try_get::<Vec<MetricId>>(path).await else {
-            return Vec::new();
-        };
-        let ids: Vec<String> = ids.into_iter().map(|m| m.id).collect();
-        let batches = get_batches(&ids).into_iter().map(|batch| async move {
+        match self.ids(path).await {
+            Some(ids) => self.values_of(path, &get_batches(&ids), aggregated).await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn ids(&self, path: &str) -> Option<Vec<String>> {
+        let ids = self.try_get::<Vec<MetricId>>(path).await?;
+        Some(ids.into_iter().map(|m| m.id).collect())
+    }
+
+    /// The values of the ids in `batches` (see [`get_batches`]) under `path`.
+    async fn values_of(
+        &self,
+        path: &str,
+        batches: &[String],
+        aggregated: bool,
+    ) -> Vec<(String, f64)> {
+        let batches = batches.iter().map(|batch| async move {
             if aggregated {
                 let url = format!("{path}?get={batch}&agg=min,max,sum");
                 self.try_get::<Vec<AggregatedValue>>(&url)
@@ -401,59 +443,157 @@ impl<S: RestSource> Ctx<'_, S> {
             .collect()
     }
 
-    async fn jobmanager(&self) -> Vec<Part> {
+    async fn jobmanager(&self, host: &str) -> Vec<Part> {
         let values = self.values("/jobmanager/metrics", false).await;
-        vec![Part::Scope(Scope::JobManager, values)]
+        let host = host.to_string();
+        vec![Part::Scope(Scope::JobManager { host }, values)]
     }
 
-    async fn jobs(&self) -> Vec<Part> {
+    /// The running jobs, each with its vertices.
+    async fn running_jobs(&self) -> Vec<(JobOverview, Vec<JobVertex>)> {
         let Some(overview) = self.try_get::<JobsOverview>("/jobs/overview").await else {
             return Vec::new();
         };
-        let per_job = overview.jobs.into_iter().map(|job| self.job(job));
+        let per_job = overview.jobs.into_iter().map(|job| async move {
+            if job.is_terminal() {
+                return (job, None);
+            }
+            let path = format!("/jobs/{}", encode(&job.jid, false));
+            let detail = self.try_get::<JobDetail>(&path).await;
+            // Vertex ids repeat across jobs (they derive from the job graph), so a vertex is
+            // always addressed and labelled with its job id too.
+            let vertices = detail.map(|d| {
+                d.vertices
+                    .into_iter()
+                    .map(|v| JobVertex {
+                        job_id: job.jid.clone(),
+                        job_name: job.name.clone(),
+                        task_id: v.id,
+                        task_name: v.name,
+                    })
+                    .collect()
+            });
+            (job, vertices)
+        });
+        join_all(per_job)
+            .await
+            .into_iter()
+            .map(|(job, vertices)| (job, vertices.unwrap_or_default()))
+            .collect()
+    }
+
+    /// Job scope: every job's state, and for a running job its metrics, its operators'
+    /// JobManager side (source enumerators), and with `per_vertex` its vertices aggregated.
+    async fn jobs(&self, host: &str, per_vertex: bool) -> Vec<Part> {
+        let jobs = self.running_jobs().await;
+        let per_job = jobs.into_iter().map(|(job, vertices)| async move {
+            let mut parts = vec![Part::JobState(job.clone())];
+            if job.is_terminal() {
+                return parts;
+            }
+            let metrics_path = format!("/jobs/{}/metrics", encode(&job.jid, false));
+            let scope = Scope::Job {
+                host: host.to_string(),
+                job_id: job.jid.clone(),
+                job_name: job.name.clone(),
+            };
+            parts.push(Part::Scope(scope, self.values(&metrics_path, false).await));
+            let per_vertex = vertices.into_iter().map(|vertex| async move {
+                let path = vertex_path(&vertex);
+                let coordinators = format!("{path}/jm-operator-metrics");
+                let mut parts = Vec::new();
+                // Only Flink 1.19 and later have this endpoint: a 404 is not a failure.
+                if let Some(ids) = self.ids_if_served(&coordinators).await {
+                    let values = self
+                        .values_of(&coordinators, &get_batches(&ids), false)
+                        .await;
+                    if !values.is_empty() {
+                        let host = host.to_string();
+                        let scope = Scope::JobOperator {
+                            host,
+                            vertex: vertex.clone(),
+                        };
+                        parts.push(Part::Scope(scope, values));
+                    }
+                }
+                if per_vertex {
+                    let values = self.values(&format!("{path}/subtasks/metrics"), true).await;
+                    parts.push(Part::Scope(Scope::Vertex(vertex), values));
+                }
+                parts
+            });
+            parts.extend(join_all(per_vertex).await.into_iter().flatten());
+            parts
+        });
         join_all(per_job).await.into_iter().flatten().collect()
     }
 
-    async fn job(&self, job: JobOverview) -> Vec<Part> {
-        let mut parts = vec![Part::JobState(job.clone())];
-        if job.is_terminal() {
-            return parts;
+    /// Like [`Ctx::ids`], but an endpoint this Flink does not have (404) is `None` without
+    /// counting as an error.
+    async fn ids_if_served(&self, path: &str) -> Option<Vec<String>> {
+        match self.get::<Vec<MetricId>>(path).await {
+            Ok(ids) => Some(ids.into_iter().map(|m| m.id).collect()),
+            Err(RestError::Status(_, 404, _)) => None,
+            Err(e) => {
+                self.count_error(e);
+                None
+            }
         }
-        let jid = encode(&job.jid, false);
-        let job_path = format!("/jobs/{jid}");
-        let metrics_path = format!("/jobs/{jid}/metrics");
-        let (values, detail) = futures_util::join!(
-            self.values(&metrics_path, false),
-            self.try_get::<JobDetail>(&job_path)
-        );
-        parts.push(Part::Scope(
-            Scope::Job {
-                job_id: job.jid.clone(),
-                job_name: job.name.clone(),
-            },
-            values,
-        ));
-        let vertices = detail.map(|d| d.vertices).unwrap_or_default();
-        // Vertex ids repeat across jobs (they derive from the job graph), so a vertex is always
-        // addressed and labelled with its job id too.
-        let per_vertex = vertices.into_iter().map(|v| {
-            let path = format!(
-                "/jobs/{jid}/vertices/{}/subtasks/metrics",
-                encode(&v.id, false)
-            );
-            let scope = Scope::Vertex {
-                job_id: job.jid.clone(),
-                job_name: job.name.clone(),
-                task_id: v.id,
-                task_name: v.name,
-            };
-            async move { Part::Scope(scope, self.values(&path, true).await) }
-        });
-        parts.extend(join_all(per_vertex).await);
-        parts
     }
 
-    async fn taskmanagers(&self, only: Option<&str>) -> Vec<Part> {
+    /// The subtasks deployed on TaskManager `only` (all TaskManagers: `None`), per subtask with
+    /// the labels of where it runs now, so a subtask's series move with it after a failover.
+    async fn subtasks(&self, only: Option<&str>, hosts: &HashMap<String, String>) -> Vec<Part> {
+        let jobs = self.running_jobs().await;
+        let vertices = jobs.into_iter().flat_map(|(_, vertices)| vertices);
+        let per_vertex = vertices.map(|vertex| self.vertex_subtasks(vertex, only, hosts));
+        join_all(per_vertex).await.into_iter().flatten().collect()
+    }
+
+    async fn vertex_subtasks(
+        &self,
+        vertex: JobVertex,
+        only: Option<&str>,
+        hosts: &HashMap<String, String>,
+    ) -> Vec<Part> {
+        let path = vertex_path(&vertex);
+        let Some(detail) = self.try_get::<VertexDetail>(&path).await else {
+            return Vec::new();
+        };
+        let here: Vec<SubtaskInfo> = detail
+            .subtasks
+            .into_iter()
+            .filter(|s| s.is_deployed() && only.is_none_or(|id| s.taskmanager_id == id))
+            .collect();
+        if here.is_empty() {
+            return Vec::new();
+        }
+        // The vertex's ids (all of its subtasks'), asked of each subtask here: one list for the
+        // vertex instead of one per subtask; a subtask leaves out the ids it does not have.
+        let Some(ids) = self.ids(&format!("{path}/subtasks/metrics")).await else {
+            return Vec::new();
+        };
+        let batches = get_batches(&ids);
+        let per_subtask = here.into_iter().map(|st| {
+            let (vertex, batches, path) = (&vertex, &batches, &path);
+            async move {
+                let subtask_path = format!("{path}/subtasks/{}/metrics", st.subtask);
+                let values = self.values_of(&subtask_path, batches, false).await;
+                let scope = Scope::Subtask {
+                    vertex: vertex.clone(),
+                    subtask_index: st.subtask,
+                    attempt: st.attempt,
+                    host: hosts.get(&st.taskmanager_id).cloned().unwrap_or_default(),
+                    tm_id: st.taskmanager_id,
+                };
+                Part::Scope(scope, values)
+            }
+        });
+        join_all(per_subtask).await
+    }
+
+    /// TaskManager scope of TaskManager `only` (all: `None`), and each one's host by id.
+    async fn taskmanagers(&self, only: Option<&str>) -> (Vec<Part>, HashMap<String, String>) {
         let tms = match only {
             Some(id) => {
                 let path = format!("/taskmanagers/{}", encode(id, false));
@@ -468,6 +608,7 @@ impl<S: RestSource> Ctx<'_, S> {
                 .map(|t| t.taskmanagers)
                 .unwrap_or_default(),
         };
+        let hosts = tms.iter().map(|tm| (tm.id.clone(), tm.host())).collect();
         let per_tm = tms.into_iter().map(|tm| async move {
             let path = format!("/taskmanagers/{}/metrics", encode(&tm.id, false));
             let values = self.values(&path, false).await;
@@ -479,8 +620,35 @@ impl<S: RestSource> Ctx<'_, S> {
                 values,
             )
         });
-        join_all(per_tm).await
+        (join_all(per_tm).await, hosts)
     }
+}
+
+fn vertex_path(vertex: &JobVertex) -> String {
+    format!(
+        "/jobs/{}/vertices/{}",
+        encode(&vertex.job_id, false),
+        encode(&vertex.task_id, false)
+    )
+}
+
+/// Reads `/jobmanager/config`: with `expected`, checks it is this agent's cluster; in any case
+/// the JobManager's host for the reporter's `host` label.
+async fn read_config<S: RestSource>(
+    src: &S,
+    deadline: tokio::time::Instant,
+    expected: Option<&str>,
+) -> Result<String, RestError> {
+    let path = "/jobmanager/config";
+    let body = tokio::time::timeout_at(deadline, src.get(path))
+        .await
+        .map_err(|_| RestError::Timeout(path.to_string()))??;
+    let config: Vec<target::ConfigEntry> =
+        serde_json::from_slice(&body).map_err(|e| RestError::Json(path.to_string(), e))?;
+    if let Some(expected) = expected {
+        target::check_cluster(&config, expected).map_err(RestError::NotOurs)?;
+    }
+    Ok(target::jobmanager_host(&config))
 }
 
 /// Is the REST API there, and is it this agent's Flink? Without a cluster id to check,
@@ -513,6 +681,7 @@ async fn collect_probe<S: RestSource>(
 async fn collect<S: RestSource>(
     src: &S,
     mode: &Mode,
+    task_metrics: TaskMetrics,
     deadline: tokio::time::Instant,
     expected: Option<&str>,
 ) -> Collected {
@@ -522,25 +691,60 @@ async fn collect<S: RestSource>(
         errors: AtomicU64::new(0),
         first_error: std::sync::Mutex::new(None),
     };
-    if let Err(e) = collect_probe(src, deadline, expected).await {
-        return Collected {
-            up: false,
-            expo: Exposition::new(),
-            errors: 1,
-            first_error: Some(e),
-        };
-    }
+    let config = match read_config(src, deadline, expected).await {
+        // A Flink that is not checked against a cluster id only has to be a Flink: one whose
+        // configuration cannot be read is still read, without the JobManager's host.
+        Err(e) if expected.is_none() && !matches!(e, RestError::NotOurs(_)) => {
+            tracing::debug!(error = %e, "no JobManager configuration: host label left empty");
+            collect_probe(src, deadline, None)
+                .await
+                .map(|()| String::new())
+        }
+        other => other,
+    };
+    let host = match config {
+        Ok(host) => host,
+        Err(e) => {
+            return Collected {
+                up: false,
+                expo: Exposition::new(),
+                errors: 1,
+                first_error: Some(e),
+            }
+        }
+    };
+    let per_vertex = task_metrics == TaskMetrics::PerVertex;
     let parts: Vec<Part> = match mode {
         Mode::JobManager => {
-            let (jm, jobs) = futures_util::join!(ctx.jobmanager(), ctx.jobs());
+            let (jm, jobs) =
+                futures_util::join!(ctx.jobmanager(&host), ctx.jobs(&host, per_vertex));
             jm.into_iter().chain(jobs).collect()
         }
-        Mode::TaskManager(Some(id)) => ctx.taskmanagers(Some(id)).await,
+        Mode::TaskManager(Some(id)) => {
+            let (tm, hosts) = ctx.taskmanagers(Some(id)).await;
+            let subtasks = match per_vertex {
+                // Only where the TaskManager is known: its host labels the subtasks.
+                false if !hosts.is_empty() => ctx.subtasks(Some(id), &hosts).await,
+                _ => Vec::new(),
+            };
+            tm.into_iter().chain(subtasks).collect()
+        }
         Mode::TaskManager(None) => Vec::new(),
         Mode::All => {
-            let (jm, jobs, tms) =
-                futures_util::join!(ctx.jobmanager(), ctx.jobs(), ctx.taskmanagers(None));
-            jm.into_iter().chain(jobs).chain(tms).collect()
+            let (jm, jobs, (tms, hosts)) = futures_util::join!(
+                ctx.jobmanager(&host),
+                ctx.jobs(&host, per_vertex),
+                ctx.taskmanagers(None)
+            );
+            let subtasks = match per_vertex {
+                false => ctx.subtasks(None, &hosts).await,
+                true => Vec::new(),
+            };
+            jm.into_iter()
+                .chain(jobs)
+                .chain(tms)
+                .chain(subtasks)
+                .collect()
         }
     };
     let mut expo = Exposition::new();

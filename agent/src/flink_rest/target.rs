@@ -93,6 +93,17 @@ pub struct ConfigEntry {
     pub value: String,
 }
 
+/// The JobManager's host as the reporter labels its series: its RPC address (in native
+/// Kubernetes mode the pod IP, which Flink's entrypoint sets). Empty when the configuration does
+/// not say.
+pub fn jobmanager_host(config: &[ConfigEntry]) -> String {
+    config
+        .iter()
+        .find(|e| e.key == "jobmanager.rpc.address")
+        .map(|e| e.value.clone())
+        .unwrap_or_default()
+}
+
 /// Why the Flink at the URL is not this agent's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotOurs {

@@ -121,7 +121,7 @@ async fn scrape(metrics: &FlinkMetrics) -> String {
 async fn render_fixtures(dir: &Path, mode: Mode) -> (Collected, String) {
     let src = FixtureSource::load(dir);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let collected = collect(&src, &mode, deadline, None).await;
+    let collected = collect(&src, &mode, TaskMetrics::PerVertex, deadline, None).await;
     let mut text = String::new();
     collected.expo.render(&mut text);
     (collected, text)
@@ -326,7 +326,7 @@ async fn vertex_metrics_are_keyed_on_job_and_vertex() {
         ("job_id", SQL_JOB),
         ("job_name", "demo_sql_datagen_blackhole"),
         ("task_id", "90bea66de1c231edf33913ecd54406c1"),
-        ("task_name", "GroupAggregate_4_____sink_5___Writer"),
+        ("task_name", "GroupAggregate_4_____sink_5_:_Writer"),
     ];
     assert_eq!(
         value_of(
@@ -425,7 +425,14 @@ async fn empty_answers_give_no_series_and_no_error() {
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    let c = collect(&OnlyOverview, &Mode::All, deadline, None).await;
+    let c = collect(
+        &OnlyOverview,
+        &Mode::All,
+        TaskMetrics::PerSubtask,
+        deadline,
+        None,
+    )
+    .await;
     assert!(c.up);
     assert!(c.expo.is_empty());
     assert_eq!(c.errors, 0);
@@ -438,7 +445,7 @@ async fn taskmanager_mode_reports_only_that_taskmanager() {
         render_fixtures(&fixtures_dir(), Mode::TaskManager(Some(tm.to_string()))).await;
     assert!(collected.up);
     assert_valid_text(&text);
-    let labels = [("host", "127_0_0_1"), ("tm_id", "127_0_0_1_6122_6d1794")];
+    let labels = [("host", "127_0_0_1"), ("tm_id", "127_0_0_1:6122_6d1794")];
     assert_eq!(
         value_of(
             &text,
@@ -465,7 +472,7 @@ async fn taskmanager_mode_reports_only_that_taskmanager() {
 }
 
 #[test]
-fn text_values_are_skipped_booleans_are_numbers() {
+fn text_values_are_zero_as_in_the_reporter_booleans_are_numbers() {
     assert_eq!(parse_value(&json!("42")), Some(42.0));
     assert_eq!(parse_value(&json!(1.5)), Some(1.5));
     assert_eq!(parse_value(&json!("true")), Some(1.0));
@@ -483,7 +490,13 @@ fn text_values_are_skipped_booleans_are_numbers() {
     ]))
     .unwrap();
     let values = numeric_values(&items);
-    assert_eq!(values, vec![("numRestarts".to_string(), 2.0)]);
+    assert_eq!(
+        values,
+        vec![
+            ("lastCheckpointExternalPath".to_string(), 0.0),
+            ("numRestarts".to_string(), 2.0)
+        ]
+    );
 }
 
 #[test]
@@ -495,9 +508,9 @@ fn names_and_label_values_are_sanitised_like_the_reporter() {
     assert_eq!(sanitize_name("a-b:c d"), "a_b:c_d");
     assert_eq!(
         sanitize_label_value("Source: src[1] -> Calc[2]"),
-        "Source__src_1_____Calc_2_"
+        "Source:_src_1_____Calc_2_"
     );
-    assert_eq!(sanitize_label_value("a:b"), "a_b");
+    assert_eq!(sanitize_label_value("a:b.c"), "a:b_c");
     let format_value = |v: f64| {
         let mut s = String::new();
         write_value(&mut s, v);
@@ -513,6 +526,7 @@ fn names_and_label_values_are_sanitised_like_the_reporter() {
 #[test]
 fn one_series_per_name_and_labels_and_one_type_per_family() {
     let scope = Scope::Job {
+        host: "h".into(),
         job_id: "j1".into(),
         job_name: "demo".into(),
     };
@@ -550,7 +564,7 @@ fn one_series_per_name_and_labels_and_one_type_per_family() {
         .collect();
     assert_eq!(
         ab,
-        ["flink_jobmanager_job_a_b{job_id=\"j1\",job_name=\"demo\"} 1"]
+        ["flink_jobmanager_job_a_b{host=\"h\",job_id=\"j1\",job_name=\"demo\"} 1"]
     );
     assert!(text.contains("# TYPE flink_jobmanager_job_lat summary\n"));
     assert!(!text.contains("} 6\n"), "{text}");
@@ -585,12 +599,12 @@ fn aggregates_chosen_per_metric() {
 
 #[test]
 fn histograms_become_summaries() {
-    let scope = Scope::Vertex {
+    let scope = Scope::Vertex(JobVertex {
         job_id: "j".into(),
         job_name: "job".into(),
         task_id: "t".into(),
         task_name: "task".into(),
-    };
+    });
     let stats = [
         ("_median", 1.0),
         ("_p75", 2.0),
@@ -670,6 +684,7 @@ async fn flink_down_is_flink_up_0_quickly() {
         timeout: Duration::from_secs(2),
         cluster_id: None,
         learn_from_log: false,
+        task_metrics: Default::default(),
     });
     let started = Instant::now();
     let out = scrape(&metrics).await;
@@ -697,6 +712,7 @@ async fn a_silent_flink_is_cut_off_at_the_timeout() {
         timeout: Duration::from_millis(300),
         cluster_id: None,
         learn_from_log: false,
+        task_metrics: Default::default(),
     });
     let started = Instant::now();
     let out = scrape(&metrics).await;
@@ -770,6 +786,7 @@ fn fixture_taskmanager(base_url: &str) -> FlinkMetrics {
         timeout: Duration::from_secs(5),
         cluster_id: None,
         learn_from_log: false,
+        task_metrics: Default::default(),
     })
 }
 
@@ -786,7 +803,7 @@ async fn over_http_with_a_shared_snapshot_and_an_honest_flink_up() {
         value_of(
             &first,
             "flink_taskmanager_Status_JVM_Memory_Heap_Used",
-            &[("tm_id", "127_0_0_1_6122_6d1794")]
+            &[("tm_id", "127_0_0_1:6122_6d1794")]
         ),
         142807552.0
     );
@@ -844,3 +861,5 @@ async fn the_flink_host_is_resolved_by_name() {
     assert_eq!(value_of(&text, "flink_up", &[]), 1.0, "{text}");
     assert!(text.contains("flink_taskmanager_Status_JVM_Memory_Heap_Used{"));
 }
+
+mod subtasks;
