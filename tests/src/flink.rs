@@ -35,7 +35,8 @@ pub struct LocalFlink {
     log_dir: PathBuf,
     rest_port: u16,
     jobmanager: Option<ChildGuard>,
-    taskmanager: Option<ChildGuard>,
+    /// TaskManager children, in start order (named `taskmanager`, `taskmanager-1`, ...).
+    taskmanagers: Vec<ChildGuard>,
 }
 
 /// Distinct free ports (two calls of `free_port` may return the same port once it is released).
@@ -61,6 +62,16 @@ impl LocalFlink {
     /// Like [`LocalFlink::start`], with extra `config.yaml` entries (flat keys, e.g.
     /// `("metrics.fetcher.update-interval", "1000")`) that override the defaults below.
     pub fn start_with(log_dir: &Path, extra_conf: &[(&str, &str)]) -> Result<Self> {
+        Self::start_cluster(log_dir, extra_conf, 1)
+    }
+
+    /// Like [`LocalFlink::start_with`], with `taskmanagers` TaskManagers (each with its own
+    /// random RPC and data ports when there are several).
+    pub fn start_cluster(
+        log_dir: &Path,
+        extra_conf: &[(&str, &str)],
+        taskmanagers: usize,
+    ) -> Result<Self> {
         let home = tool("flink")?;
         std::fs::create_dir_all(log_dir)
             .with_context(|| format!("creating log dir {}", log_dir.display()))?;
@@ -105,8 +116,23 @@ impl LocalFlink {
             ("jobmanager.memory.process.size", "1024m".into()),
             ("taskmanager.host", "127.0.0.1".into()),
             ("taskmanager.bind-host", "127.0.0.1".into()),
-            ("taskmanager.rpc.port", tm_rpc.to_string()),
-            ("taskmanager.data.port", tm_data.to_string()),
+            // Several TaskManagers on one host cannot share ports: 0 is a random one each.
+            (
+                "taskmanager.rpc.port",
+                if taskmanagers > 1 {
+                    "0".into()
+                } else {
+                    tm_rpc.to_string()
+                },
+            ),
+            (
+                "taskmanager.data.port",
+                if taskmanagers > 1 {
+                    "0".into()
+                } else {
+                    tm_data.to_string()
+                },
+            ),
             ("taskmanager.numberOfTaskSlots", "4".into()),
             ("taskmanager.memory.process.size", "1280m".into()),
             ("taskmanager.memory.managed.fraction", "0.1".into()),
@@ -149,11 +175,18 @@ impl LocalFlink {
             log_dir: log_dir.to_path_buf(),
             rest_port,
             jobmanager: None,
-            taskmanager: None,
+            taskmanagers: Vec::new(),
             work,
         };
         flink.jobmanager = Some(flink.spawn_daemon("jobmanager.sh", "jobmanager")?);
-        flink.taskmanager = Some(flink.spawn_daemon("taskmanager.sh", "taskmanager")?);
+        for i in 0..taskmanagers.max(1) {
+            let name = match i {
+                0 => "taskmanager".to_string(),
+                i => format!("taskmanager-{i}"),
+            };
+            let tm = flink.spawn_daemon("taskmanager.sh", &name)?;
+            flink.taskmanagers.push(tm);
+        }
         flink.wait_ready()?;
         Ok(flink)
     }
@@ -182,17 +215,24 @@ impl LocalFlink {
 
     fn wait_ready(&mut self) -> Result<()> {
         wait_for("Flink REST API and a TaskManager", START_TIMEOUT, || {
-            for name in ["jobmanager", "taskmanager"] {
-                let child = match name {
-                    "jobmanager" => self.jobmanager.as_mut(),
-                    _ => self.taskmanager.as_mut(),
-                };
-                if child.is_some_and(|c| !c.is_running()) {
-                    bail!(
-                        "{name} exited during start-up; its output:\n{}",
-                        self.stdio_tail(name)
-                    );
+            let mut dead = self
+                .jobmanager
+                .as_mut()
+                .is_some_and(|jm| !jm.is_running())
+                .then(|| "jobmanager".to_string());
+            for (i, tm) in self.taskmanagers.iter_mut().enumerate() {
+                if dead.is_none() && !tm.is_running() {
+                    dead = Some(match i {
+                        0 => "taskmanager".to_string(),
+                        i => format!("taskmanager-{i}"),
+                    });
                 }
+            }
+            if let Some(name) = dead {
+                bail!(
+                    "{name} exited during start-up; its output:\n{}",
+                    self.stdio_tail(&name)
+                );
             }
             if self.rest_port == 0 {
                 match self.announced_rest_port()? {
@@ -201,7 +241,8 @@ impl LocalFlink {
                 }
             }
             let overview = self.rest_get("/overview")?;
-            Ok((overview["taskmanagers"].as_u64().unwrap_or(0) >= 1).then_some(()))
+            let wanted = self.taskmanagers.len().max(1) as u64;
+            Ok((overview["taskmanagers"].as_u64().unwrap_or(0) >= wanted).then_some(()))
         })
         .with_context(|| {
             format!(
@@ -300,18 +341,25 @@ impl LocalFlink {
     }
 
     /// `bin/flink run -d` of the test job (see [`JOB_SOURCE`]) in `mode` (`healthy`|`failing`|
-    /// `wide`: 20 vertices x 4 subtasks, for the scrape benchmark; needs 4 slots).
+    /// `wide`: 20 vertices with long names x 4 subtasks, or the parallelism given after the name;
+    /// needs that many slots).
     ///
     /// The PyPI distribution has no example jars and no SQL gateway jar (so `sql-client.sh`
     /// cannot run), hence a tiny DataStream job compiled here with the JDK's javac against
     /// Flink's own lib/.
     pub fn submit_job(&self, mode: &str, name: &str) -> Result<String> {
+        self.submit_job_with(mode, name, &[])
+    }
+
+    /// [`LocalFlink::submit_job`] with more arguments for the job (`wide`: its parallelism).
+    pub fn submit_job_with(&self, mode: &str, name: &str, args: &[&str]) -> Result<String> {
         let jar = self.job_jar()?;
         let out = self
             .command("flink")
             .args(["run", "-d", "-c", "FlinkInjectorE2eJob"])
             .arg(&jar)
             .args([mode, name])
+            .args(args)
             .output()
             .context("running bin/flink run")?;
         if !out.status.success() {
@@ -390,10 +438,8 @@ impl LocalFlink {
 
     /// Stops the TaskManager and then the JobManager (SIGTERM, then SIGKILL after 15 s).
     pub fn stop(&mut self) -> Result<()> {
-        for child in [self.taskmanager.take(), self.jobmanager.take()]
-            .into_iter()
-            .flatten()
-        {
+        let taskmanagers = std::mem::take(&mut self.taskmanagers);
+        for child in taskmanagers.into_iter().chain(self.jobmanager.take()) {
             stop_child(child)?;
         }
         Ok(())
@@ -401,18 +447,19 @@ impl LocalFlink {
 
     /// The JVMs' pids (JobManager, then TaskManager), for signalling them with something else.
     pub fn pids(&self) -> Vec<u32> {
-        [&self.jobmanager, &self.taskmanager]
-            .into_iter()
-            .flatten()
+        self.jobmanager
+            .iter()
+            .chain(&self.taskmanagers)
             .map(ChildGuard::pid)
             .collect()
     }
 
     /// Waits for both JVMs to exit on their own (after a signal sent elsewhere).
     pub fn wait_exited(&mut self, timeout: Duration) -> Result<()> {
-        for child in [self.jobmanager.as_mut(), self.taskmanager.as_mut()]
-            .into_iter()
-            .flatten()
+        for child in self
+            .jobmanager
+            .iter_mut()
+            .chain(self.taskmanagers.iter_mut())
         {
             child.wait_timeout(timeout)?;
         }
@@ -539,14 +586,21 @@ public class FlinkInjectorE2eJob {
         String name = args.length > 1 ? args[1] : "e2e-" + mode;
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
         if ("wide".equals(mode)) {
-            // The scrape benchmark's job: 20 vertices x 4 subtasks (source, 18 maps, sink).
-            env.setParallelism(4);
+            // The scrape benchmark's job: 20 vertices (source, 18 maps, sink) x 4 subtasks or
+            // the parallelism given, operators with long names (long `get=` lists over REST).
+            env.setParallelism(args.length > 2 ? Integer.parseInt(args[2]) : 4);
             env.disableOperatorChaining();
             org.apache.flink.streaming.api.datastream.DataStream<Long> s =
                 env.fromSequence(0, Long.MAX_VALUE).name("wide-source")
+                    // Event time = processing time, so watermarks advance (watermark-lag panels).
+                    .assignTimestampsAndWatermarks(
+                        org.apache.flink.api.common.eventtime.WatermarkStrategy
+                            .<Long>forMonotonousTimestamps()
+                            .withTimestampAssigner((v, t) -> System.currentTimeMillis()))
                     .map(new Throttle(false)).name("wide-map-0");
             for (int i = 1; i < 18; i++) {
-                s = s.map(new Double()).name("wide-map-" + i);
+                s = s.map(new Double())
+                    .name("wide-map-" + i + "-an-operator-name-as-long-as-generated-sql-operators-get");
             }
             s.sinkTo(new DiscardingSink<Long>()).name("wide-sink");
             env.execute(name);

@@ -156,19 +156,20 @@ fn flink_metrics_from_a_real_flink() -> Result<()> {
 
     // The TaskManager's agent: the vertex with records in (the one after the keyBy), per
     // subtask, on this TaskManager.
-    let (tm_text, tm_scrape) = wait_for("records in, per subtask", Duration::from_secs(120), || {
-        let text = render(&rt, &tm);
-        let scrape = parse(&text)?;
-        let busy = find(
-            &scrape,
-            "flink_taskmanager_job_task_numRecordsInPerSecond",
-            &job_labels,
-        )
-        .iter()
-        .filter_map(|s| gauge(s))
-        .fold(0.0, f64::max);
-        Ok((busy > 0.0).then_some((text, scrape)))
-    })?;
+    let (tm_text, tm_scrape) =
+        wait_for("records in, per subtask", Duration::from_secs(120), || {
+            let text = render(&rt, &tm);
+            let scrape = parse(&text)?;
+            let busy = find(
+                &scrape,
+                "flink_taskmanager_job_task_numRecordsInPerSecond",
+                &job_labels,
+            )
+            .iter()
+            .filter_map(|s| gauge(s))
+            .fold(0.0, f64::max);
+            Ok((busy > 0.0).then_some((text, scrape)))
+        })?;
     let vertex = find(
         &tm_scrape,
         "flink_taskmanager_job_task_numRecordsInPerSecond",

@@ -668,3 +668,59 @@ fn rbac_grants_the_detector_what_it_calls_and_nothing_more() -> Result<()> {
     }
     Ok(())
 }
+
+/// The PodMonitor (prometheus-operator) selects every recorded Flink pod, in any namespace, on a
+/// port that the webhook gives the agent's container.
+#[test]
+fn podmonitor_scrapes_the_agent_of_every_flink_pod() -> Result<()> {
+    let path = workspace_root().join("manifests/monitoring/podmonitor.yaml");
+    let docs = yaml_docs(&std::fs::read_to_string(&path)?)?;
+    let [pm] = docs.as_slice() else {
+        bail!("one object expected in {}", path.display())
+    };
+    anyhow::ensure!(pm["apiVersion"] == "monitoring.coreos.com/v1" && pm["kind"] == "PodMonitor");
+    let spec = &pm["spec"];
+    anyhow::ensure!(spec["namespaceSelector"]["any"] == true, "{spec}");
+    let selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+        strict(&spec["selector"])?;
+    for labels in fixture_pod_labels()? {
+        anyhow::ensure!(selects(&selector, &labels)?, "does not select {labels:?}");
+    }
+    let endpoints = spec["podMetricsEndpoints"]
+        .as_array()
+        .context("endpoints")?;
+
+    // The injected pod's agent ports.
+    let out = Command::new(workspace_bin("flink-webhook")?)
+        .args(["mutate", "--config"])
+        .arg(workspace_root().join("examples/policy.yaml"))
+        .arg("-f")
+        .arg(
+            workspace_root()
+                .join("tests/fixtures/admission/flink-2.3-application-taskmanager.pod.yaml"),
+        )
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod: Value = serde_norway::from_slice(&out.stdout)?;
+    let agent_ports: Vec<&str> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| pod["spec"][k].as_array().into_iter().flatten())
+        .filter(|c| c["name"] == "flink-agent")
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    anyhow::ensure!(!agent_ports.is_empty(), "no agent in {pod}");
+    for e in endpoints {
+        let port = e["port"].as_str().context("endpoint port by name")?;
+        anyhow::ensure!(
+            agent_ports.contains(&port),
+            "{port} is not one of {agent_ports:?}"
+        );
+        anyhow::ensure!(e["path"] == "/metrics");
+    }
+    Ok(())
+}
