@@ -112,6 +112,9 @@ pub struct AgentSettings {
     /// `hostNetworkPorts: FROM-TO`: where a hostNetwork pod's agent listens (see
     /// `patch::agent::Network`).
     pub host_network_ports: (u16, u16),
+    /// `flinkTaskMetrics: per-subtask | per-vertex`: how the agents export Flink's task and
+    /// operator metrics (the agent's `--flink-task-metrics`); `None`: the agent's default.
+    pub flink_task_metrics: Option<String>,
 }
 
 /// Below Linux's ephemeral range (32768-60999), where Flink's random REST and RPC ports of a
@@ -458,6 +461,15 @@ fn validate_agent(a: doc::Agent, p: &str) -> Result<AgentSettings, PolicyError> 
             }
         }
     }
+    if let Some(mode) = &a.flink_task_metrics {
+        if !matches!(mode.as_str(), "per-subtask" | "per-vertex") {
+            return Err(invalid(
+                &format!("{p}agent.flinkTaskMetrics"),
+                mode,
+                "is not one of per-subtask, per-vertex",
+            ));
+        }
+    }
     Ok(AgentSettings {
         image,
         image_pull_policy: a.image_pull_policy,
@@ -473,6 +485,7 @@ fn validate_agent(a: doc::Agent, p: &str) -> Result<AgentSettings, PolicyError> 
             Some(r) => port_range(&format!("{p}agent.hostNetworkPorts"), r)?,
             None => DEFAULT_HOST_NETWORK_PORTS,
         },
+        flink_task_metrics: a.flink_task_metrics,
     })
 }
 
@@ -559,6 +572,7 @@ mod doc {
         pub native_sidecar: Option<Scalar>,
         pub resources: Option<Resources>,
         pub host_network_ports: Option<String>,
+        pub flink_task_metrics: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -879,6 +893,7 @@ mod tests {
             ("agent: {kafka: {brokers: 'k:9092', topic: t}}", "agent.image: \"\""),
             ("agent: {image: a}", "agent.kafka: missing"),
             ("agent: {image: a, imagePullPolicy: Sometimes, kafka: {brokers: 'k:9092', topic: t}}", "agent.imagePullPolicy: \"Sometimes\""),
+            ("agent: {image: a, flinkTaskMetrics: per-job, kafka: {brokers: 'k:9092', topic: t}}", "agent.flinkTaskMetrics: \"per-job\""),
             ("agent: {image: a, kafka: {brokers: 'k:9092', topic: t}, resources: {limits: {memory: lots}}}", "agent.resources.limits.memory: \"lots\""),
             ("agent: {image: a, kafka: {brokers: 'k:9092', topic: t, secretName: Bad_Secret}}", "agent.kafka.secretName: \"Bad_Secret\""),
         ];

@@ -253,6 +253,9 @@ pub fn container(
             .collect();
         envs.push(env("FLINK_AGENT_KAFKA_PROPERTY", &lines.join("\n")));
     }
+    if let Some(mode) = &s.flink_task_metrics {
+        envs.push(env("FLINK_AGENT_FLINK_TASK_METRICS", mode));
+    }
     let mut mounts = vec![
         json!({"name": LOGS_VOLUME, "mountPath": log_dir}),
         json!({"name": STATE_VOLUME, "mountPath": STATE_DIR}),

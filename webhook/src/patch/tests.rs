@@ -601,6 +601,19 @@ fn policy_properties_and_resources_reach_the_agent() {
     assert!(env_of(agent, "FLINK_AGENT_KAFKA_SECRET_DIR").is_none());
     assert!(volume(&m.after, "flink-agent-kafka-secret").is_none());
     assert_eq!(agent["imagePullPolicy"], "IfNotPresent");
+    // Not set: the agent's default (per subtask).
+    assert!(env_of(agent, "FLINK_AGENT_FLINK_TASK_METRICS").is_none());
+    let few = run(
+        &policy("overrides.yaml"),
+        "team-few-series",
+        &pod(APP_TM),
+        PLAIN,
+    );
+    let few_agent = container(&few.after, "initContainers", "flink-agent");
+    assert_eq!(
+        env_of(few_agent, "FLINK_AGENT_FLINK_TASK_METRICS").unwrap()["value"],
+        "per-vertex"
+    );
     assert_eq!(
         agent["resources"],
         json!({"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}})
