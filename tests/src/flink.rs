@@ -519,6 +519,20 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A label value as Flink's PrometheusReporter writes it: every character outside
+/// `[a-zA-Z0-9:_]` becomes `_` (`127.0.0.1:6122-6d1794` is `127_0_0_1:6122_6d1794`).
+pub fn reporter_label(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// A minimal blocking HTTP/1.1 GET on 127.0.0.1 (status, body), enough for Flink's REST API and
 /// without pulling an async runtime into synchronous test set-up code.
 pub fn http_get(port: u16, path: &str) -> Result<(u16, Vec<u8>)> {

@@ -9,21 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use flink_agent::flink_rest::{FlinkMetrics, FlinkRestConfig};
-use flink_injector_tests::flink::{http_get, LocalFlink, CLUSTER_ID};
+use flink_injector_tests::flink::{http_get, reporter_label as sanitize, LocalFlink, CLUSTER_ID};
 use flink_injector_tests::{free_port, wait_for, workspace_bin, ChildGuard};
 use prometheus_parse::{LineInfo, Sample, Scrape, Value};
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 /// Parses the text with a real parser, and rejects any line the parser does not recognise
 /// (prometheus-parse skips those silently).

@@ -15,24 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use flink_injector_tests::flink::{http_get, LocalFlink, CLUSTER_ID};
+use flink_injector_tests::flink::{http_get, reporter_label as sanitize, LocalFlink, CLUSTER_ID};
 use flink_injector_tests::{
     free_port, wait_for, wait_for_port, workspace_bin, workspace_root, ChildGuard,
 };
 use serde_json::Value;
-
-/// The reporter's label-value filter (`[^a-zA-Z0-9:_]` -> `_`).
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
