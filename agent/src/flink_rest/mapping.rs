@@ -23,6 +23,10 @@
 //!   over REST as plain name segments: the keys Flink and its Kafka connector use (`split`, `topic`,
 //!   `partition`) become labels again (`..._operator_split_watermark_currentWatermark{split="0"}`).
 //!   A user's own key/value group cannot be told from a plain group and stays in the name.
+//!   Latency tracking's histograms (`metrics.latency.interval`) are a task-level group of such
+//!   pairs: `latency.source_id.<id>.operator_id.<id>.operator_subtask_index.<n>.latency` becomes
+//!   `flink_taskmanager_job_task_latency_source_id_operator_id_operator_subtask_index_latency`
+//!   with those three labels, not one family per source and operator.
 //! * **What the REST API lacks:** a histogram's count (`<name>_count` of the reporter's summary;
 //!   the REST API has every other statistic); and of a counter that Flink registers under two names
 //!   only one name (its metric query service keeps counters by object): the sink writer's
@@ -394,13 +398,44 @@ fn with_sink_aliases(values: &[(String, f64)]) -> Option<Vec<(String, f64)>> {
 }
 
 /// Keys of key/value metric groups (`addGroup(key, value)`) that Flink and its Kafka connector
-/// use: the reporter makes the value a label (see the module docs).
-const KEY_VALUE_GROUPS: &[&str] = &["split", "topic", "partition"];
+/// use at operator scope: the reporter makes the value a label (see the module docs).
+const OPERATOR_KEY_VALUE_GROUPS: &[&str] = &["split", "topic", "partition"];
+
+/// The keys of latency tracking's groups (`metrics.latency.interval`), which Flink 2 registers
+/// at task scope: `latency.source_id.<id>.operator_id.<id>.operator_subtask_index.<n>.latency`
+/// (granularity `operator`, the default; `subtask` adds `source_subtask_index`, `single` has no
+/// `source_id`).
+const LATENCY_KEY_VALUE_GROUPS: &[&str] = &[
+    "source_id",
+    "source_subtask_index",
+    "operator_id",
+    "operator_subtask_index",
+];
+
+/// The key/value group keys that apply to a metric (without its operator prefix) at task scope
+/// (`operator` false) or operator scope.
+fn key_value_keys(metric: &str, operator: bool) -> &'static [&'static str] {
+    if operator {
+        OPERATOR_KEY_VALUE_GROUPS
+    } else if is_latency_group(metric) {
+        LATENCY_KEY_VALUE_GROUPS
+    } else {
+        &[]
+    }
+}
+
+/// `latency.source_id.…` or `latency.operator_id.…`: latency tracking's histograms, a task-level
+/// group (an operator that happens to be named `latency` is followed by a metric name instead).
+fn is_latency_group(id: &str) -> bool {
+    id.strip_prefix("latency.")
+        .is_some_and(|rest| rest.starts_with("source_id.") || rest.starts_with("operator_id."))
+}
 
 /// `split.3.watermark.currentWatermark` -> name `split.watermark.currentWatermark` and the label
-/// `split="3"` (appended to `labels`). A key needs a value and a metric name after it.
-fn key_value_groups(metric: &str, labels: &mut String) -> Option<String> {
-    if !KEY_VALUE_GROUPS.iter().any(|k| metric.contains(k)) {
+/// `split="3"` (appended to `labels`), for the keys in `keys`. A key needs a value and a metric
+/// name after it.
+fn key_value_groups(metric: &str, keys: &[&str], labels: &mut String) -> Option<String> {
+    if !keys.iter().any(|k| metric.contains(k)) {
         return None;
     }
     let segments: Vec<&str> = metric.split('.').collect();
@@ -409,7 +444,7 @@ fn key_value_groups(metric: &str, labels: &mut String) -> Option<String> {
     let mut i = 0;
     while i < segments.len() {
         let seg = segments[i];
-        if KEY_VALUE_GROUPS.contains(&seg) && i + 2 < segments.len() {
+        if keys.contains(&seg) && i + 2 < segments.len() {
             push_label(labels, seg, &sanitize_label_value(segments[i + 1]));
             name.push(seg);
             found = true;
@@ -627,11 +662,8 @@ impl Exposition {
                 }
                 None => (metric, "", Kind::Gauge),
             };
-            let regrouped = if prefix == task_prefix {
-                None
-            } else {
-                key_value_groups(family_of, &mut labels)
-            };
+            let keys = key_value_keys(family_of, prefix != task_prefix);
+            let regrouped = key_value_groups(family_of, keys, &mut labels);
             let family_of = regrouped.as_deref().unwrap_or(family_of);
             name.clear();
             name.push_str(prefix);
@@ -670,11 +702,11 @@ impl Exposition {
 /// Task-level metric groups whose ids contain a dot but are not operator metrics.
 const TASK_GROUPS: &[&str] = &["Shuffle", "buffers"];
 
-/// `Source__src[1].numRecordsIn` -> (`Source__src[1]`, `numRecordsIn`); `numRecordsIn` and
-/// `Shuffle.Netty...` (task-level) -> `None`.
+/// `Source__src[1].numRecordsIn` -> (`Source__src[1]`, `numRecordsIn`); `numRecordsIn`,
+/// `Shuffle.Netty...` and `latency.source_id...` (task-level) -> `None`.
 pub fn split_operator(id: &str) -> Option<(&str, &str)> {
     let (first, rest) = id.split_once('.')?;
-    if TASK_GROUPS.contains(&first) || first.is_empty() || rest.is_empty() {
+    if TASK_GROUPS.contains(&first) || first.is_empty() || rest.is_empty() || is_latency_group(id) {
         return None;
     }
     Some((first, rest))

@@ -1,6 +1,7 @@
 //! Per-subtask metrics over the answers of a real Flink 2.3 with two TaskManagers
-//! (`tests/fixtures/flink-rest-2tm/`), compared with what Flink's own PrometheusReporter exported
-//! from the same cluster at the same moment (`reporter-*.prom` there).
+//! (`tests/fixtures/flink-rest-2tm/`, and `flink-rest-latency/` with latency tracking on),
+//! compared with what Flink's own PrometheusReporter exported from the same cluster at the same
+//! moment (`reporter-*.prom` there).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,8 +12,17 @@ const TM_B: &str = "127.0.0.1:16201-a941c5";
 const JOB: &str = "8aac99feb443489a7a04a1ea49955797";
 const SOURCE_VERTEX: &str = "cbc357ccb763df2852fee8c4fc7d55f2";
 
+const TWO_TMS: &str = "flink-rest-2tm";
+const LATENCY: &str = "flink-rest-latency";
+
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/flink-rest-2tm")
+    recorded(TWO_TMS)
+}
+
+fn recorded(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
 }
 
 /// The recorded answers, with some replaced (a failover moves a subtask).
@@ -31,8 +41,17 @@ impl RestSource for Recorded {
 }
 
 async fn render(mode: Mode, task_metrics: TaskMetrics, replaced: HashMap<String, Value>) -> String {
+    render_from(TWO_TMS, mode, task_metrics, replaced).await
+}
+
+async fn render_from(
+    fixtures: &str,
+    mode: Mode,
+    task_metrics: TaskMetrics,
+    replaced: HashMap<String, Value>,
+) -> String {
     let src = Recorded {
-        fixtures: FixtureSource::load(&dir()),
+        fixtures: FixtureSource::load(&recorded(fixtures)),
         replaced,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -73,7 +92,11 @@ fn families(text: &str) -> Families {
 }
 
 fn reporter(file: &str) -> Families {
-    let text = std::fs::read_to_string(dir().join(file)).expect("reporter fixture");
+    reporter_from(TWO_TMS, file)
+}
+
+fn reporter_from(fixtures: &str, file: &str) -> Families {
+    let text = std::fs::read_to_string(recorded(fixtures).join(file)).expect("reporter fixture");
     families(&text)
 }
 
@@ -86,8 +109,13 @@ fn comparable(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         // graph id, which the REST API does not have.
         *v = v.rsplitn(4, '_').take(3).collect::<Vec<_>>().join("_");
     }
-    if let (Some(op), Some(task)) = (l.get("operator_id"), l.get("task_id")) {
-        // Only a chain's first operator has a known id (the vertex's).
+    if let (Some(op), Some(task), true) = (
+        l.get("operator_id"),
+        l.get("task_id"),
+        l.contains_key("operator_name"),
+    ) {
+        // Only a chain's first operator has a known id (the vertex's). Latency histograms have
+        // the real id of every operator (from the group's name) and no operator_name.
         if op != task {
             l.insert("operator_id".into(), "(chained)".into());
         }
@@ -137,14 +165,18 @@ fn compare(agent: &Families, reporter: &Families) -> (BTreeSet<Gap>, BTreeSet<St
 
 /// What the agent may export beyond the reporter: its own gauges, and the histogram statistics
 /// the REST API has and the reporter's summary leaves out.
-fn assert_only_known_extras(extra: &BTreeSet<String>) {
+/// `reporter` is what the reporter exported.
+fn assert_only_known_extras(extra: &BTreeSet<String>, reporter: &Families) {
     let unexpected: Vec<&String> = extra
         .iter()
         .filter(|n| !n.starts_with("flink_job_state"))
         .filter(|n| {
             !["_min", "_max", "_mean", "_stddev", "_p90"]
                 .iter()
-                .any(|s| n.ends_with(s) && n.contains("Latency"))
+                .any(|s| {
+                    n.strip_suffix(s)
+                        .is_some_and(|base| reporter.contains_key(&format!("{base}_count")))
+                })
         })
         .collect();
     assert!(unexpected.is_empty(), "not in the reporter: {unexpected:?}");
@@ -154,9 +186,10 @@ fn assert_only_known_extras(extra: &BTreeSet<String>) {
 async fn a_taskmanagers_agent_exports_what_the_reporter_on_that_taskmanager_does() {
     let text = render(tm(TM_A), TaskMetrics::PerSubtask, HashMap::new()).await;
     let agent = families(&text);
-    let (gaps, extra) = compare(&agent, &reporter("reporter-taskmanager-a.prom"));
+    let theirs = reporter("reporter-taskmanager-a.prom");
+    let (gaps, extra) = compare(&agent, &theirs);
     assert_eq!(gaps, BTreeSet::new());
-    assert_only_known_extras(&extra);
+    assert_only_known_extras(&extra, &theirs);
     // Per subtask, where the REST API says it runs, with the reporter's tm_id.
     let busy = &agent["flink_taskmanager_job_task_busyTimeMsPerSecond"];
     assert_eq!(busy.len(), 2, "one series per subtask (two vertices x 1)");
@@ -186,9 +219,10 @@ async fn a_taskmanagers_agent_exports_what_the_reporter_on_that_taskmanager_does
 async fn the_jobmanagers_agent_exports_what_the_reporter_on_the_jobmanager_does() {
     let text = render(Mode::JobManager, TaskMetrics::PerSubtask, HashMap::new()).await;
     let agent = families(&text);
-    let (gaps, extra) = compare(&agent, &reporter("reporter-jobmanager.prom"));
+    let theirs = reporter("reporter-jobmanager.prom");
+    let (gaps, extra) = compare(&agent, &theirs);
     assert_eq!(gaps, BTreeSet::new());
-    assert_only_known_extras(&extra);
+    assert_only_known_extras(&extra, &theirs);
     // The two the aggregated version lacked: a text gauge (0, as the reporter has it) and the
     // source enumerator's backlog.
     assert!(agent.contains_key("flink_jobmanager_job_lastCheckpointExternalPath"));
@@ -246,6 +280,31 @@ async fn per_vertex_aggregates_stay_available_from_the_jobmanager() {
     let a = render(tm(TM_A), TaskMetrics::PerVertex, HashMap::new()).await;
     assert!(!a.contains("flink_taskmanager_job_"), "{a}");
     assert!(a.contains("flink_taskmanager_Status_JVM_Memory_Heap_Used"));
+}
+
+#[tokio::test]
+async fn latency_histograms_are_one_family_labelled_as_the_reporter_does() {
+    const TM: &str = "127.0.0.1:16201-87f65c";
+    let text = render_from(LATENCY, tm(TM), TaskMetrics::PerSubtask, HashMap::new()).await;
+    let agent = families(&text);
+    let theirs = reporter_from(LATENCY, "reporter-taskmanager-b.prom");
+    let (gaps, extra) = compare(&agent, &theirs);
+    assert_eq!(gaps, BTreeSet::new());
+    assert_only_known_extras(&extra, &theirs);
+    let latency = &agent
+        ["flink_taskmanager_job_task_latency_source_id_operator_id_operator_subtask_index_latency"];
+    // Every operator but the source (the one chained behind it and both of the second vertex),
+    // each from the one source, 6 quantiles each: one series per operator and quantile.
+    let operators: BTreeSet<&str> = latency.iter().map(|l| l["operator_id"].as_str()).collect();
+    assert_eq!(operators.len(), 3, "{operators:?}");
+    assert_eq!(latency.len(), 18);
+    assert!(latency
+        .iter()
+        .all(|l| l["source_id"] == "cbc357ccb763df2852fee8c4fc7d55f2"
+            && l["operator_subtask_index"] == "0"
+            && !l.contains_key("operator_name")));
+    // No family per source and operator.
+    assert!(!text.contains("source_id_cbc357"), "{text}");
 }
 
 #[test]
