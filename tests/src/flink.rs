@@ -95,8 +95,12 @@ impl LocalFlink {
             .to_string();
 
         let ports = free_ports(5)?;
-        let (rest_port, jm_rpc, tm_rpc, tm_data, blob) =
-            (ports[0], ports[1], ports[2], ports[3], ports[4]);
+        let (rest_port, jm_rpc, blob) = (ports[0], ports[1], ports[4]);
+        // Several TaskManagers on one host cannot share ports: 0 is a random one each.
+        let (tm_rpc, tm_data) = match taskmanagers {
+            0 | 1 => (ports[2].to_string(), ports[3].to_string()),
+            _ => ("0".to_string(), "0".to_string()),
+        };
         let dir = |name: &str| -> Result<String> {
             let p = work.path().join(name);
             std::fs::create_dir_all(&p)?;
@@ -116,23 +120,8 @@ impl LocalFlink {
             ("jobmanager.memory.process.size", "1024m".into()),
             ("taskmanager.host", "127.0.0.1".into()),
             ("taskmanager.bind-host", "127.0.0.1".into()),
-            // Several TaskManagers on one host cannot share ports: 0 is a random one each.
-            (
-                "taskmanager.rpc.port",
-                if taskmanagers > 1 {
-                    "0".into()
-                } else {
-                    tm_rpc.to_string()
-                },
-            ),
-            (
-                "taskmanager.data.port",
-                if taskmanagers > 1 {
-                    "0".into()
-                } else {
-                    tm_data.to_string()
-                },
-            ),
+            ("taskmanager.rpc.port", tm_rpc),
+            ("taskmanager.data.port", tm_data),
             ("taskmanager.numberOfTaskSlots", "4".into()),
             ("taskmanager.memory.process.size", "1280m".into()),
             ("taskmanager.memory.managed.fraction", "0.1".into()),
@@ -180,11 +169,7 @@ impl LocalFlink {
         };
         flink.jobmanager = Some(flink.spawn_daemon("jobmanager.sh", "jobmanager")?);
         for i in 0..taskmanagers.max(1) {
-            let name = match i {
-                0 => "taskmanager".to_string(),
-                i => format!("taskmanager-{i}"),
-            };
-            let tm = flink.spawn_daemon("taskmanager.sh", &name)?;
+            let tm = flink.spawn_daemon("taskmanager.sh", &taskmanager_name(i))?;
             flink.taskmanagers.push(tm);
         }
         flink.wait_ready()?;
@@ -222,10 +207,7 @@ impl LocalFlink {
                 .then(|| "jobmanager".to_string());
             for (i, tm) in self.taskmanagers.iter_mut().enumerate() {
                 if dead.is_none() && !tm.is_running() {
-                    dead = Some(match i {
-                        0 => "taskmanager".to_string(),
-                        i => format!("taskmanager-{i}"),
-                    });
+                    dead = Some(taskmanager_name(i));
                 }
             }
             if let Some(name) = dead {
@@ -517,6 +499,14 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The name of the `i`th TaskManager's child process and stdio file.
+fn taskmanager_name(i: usize) -> String {
+    match i {
+        0 => "taskmanager".to_string(),
+        i => format!("taskmanager-{i}"),
+    }
 }
 
 /// A label value as Flink's PrometheusReporter writes it: every character outside
