@@ -215,7 +215,61 @@ fn spawn_agent(
     Ok(agent)
 }
 
+/// The agent binary in a Flink pod's role as the webhook starts it (`component` `jobmanager` or
+/// `taskmanager`; `pod` is the pod name, which is a TaskManager's resource id), reading `flink`'s
+/// REST API and tailing `log_dir`; its state file and log go under `work`. Kafka is unreachable:
+/// Flink's metrics must not care.
+pub fn start_agent_beside(
+    flink: &crate::flink::LocalFlink,
+    log_dir: &Path,
+    work: &Path,
+    component: &str,
+    pod: &str,
+) -> Result<AgentProc> {
+    let metrics_port = free_port()?;
+    let stderr = work.join(format!("agent-{metrics_port}.log"));
+    let mut cmd = Command::new(workspace_bin("flink-agent")?);
+    cmd.arg("--log-dir")
+        .arg(log_dir)
+        .arg("--state-file")
+        .arg(work.join(format!("agent-{metrics_port}-state.json")))
+        .args(["--brokers", "127.0.0.1:1", "--topic", "flink-logs"])
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .arg("--flink-rest")
+        .arg(flink.rest_url())
+        .args(["--pod-name", pod, "--namespace", "e2e"])
+        .args([
+            "--cluster-id",
+            crate::flink::CLUSTER_ID,
+            "--component",
+            component,
+        ])
+        .env("FLINK_AGENT_LOG", "info,librdkafka=off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr)?);
+    let guard = ChildGuard::spawn("flink-agent", &mut cmd)?;
+    let agent = AgentProc {
+        guard,
+        metrics_port,
+        stderr,
+    };
+    crate::wait_for_port(metrics_port, Duration::from_secs(30))
+        .with_context(|| agent.log_tail())?;
+    Ok(agent)
+}
+
 impl AgentProc {
+    /// `GET /metrics`: the body of a 200 answer.
+    pub fn scrape(&self) -> Result<String> {
+        let (status, body) = crate::flink::http_get(self.metrics_port, "/metrics")?;
+        if status != 200 {
+            anyhow::bail!("GET /metrics: HTTP {status}");
+        }
+        Ok(String::from_utf8(body)?)
+    }
+
     /// The last lines of the agent's log.
     pub fn log_tail(&self) -> String {
         let s = std::fs::read_to_string(&self.stderr).unwrap_or_default();

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use flink_agent::flink_rest::{FlinkMetrics, FlinkRestConfig};
-use flink_injector_tests::flink::{http_get, reporter_label as sanitize, LocalFlink, CLUSTER_ID};
-use flink_injector_tests::{free_port, wait_for, workspace_bin, ChildGuard};
+use flink_injector_tests::agent::start_agent_beside;
+use flink_injector_tests::flink::{reporter_label as sanitize, LocalFlink, CLUSTER_ID};
+use flink_injector_tests::wait_for;
 use prometheus_parse::{LineInfo, Sample, Scrape, Value};
 
 /// Parses the text with a real parser, and rejects any line the parser does not recognise
@@ -222,7 +223,13 @@ fn flink_metrics_from_a_real_flink() -> Result<()> {
     // The real agent binary in a JobManager pod's shape: its /metrics serves its own
     // metrics and Flink's.
     let work = tempfile::tempdir()?;
-    let agent = AgentBinary::start(&flink, work.path())?;
+    let agent = start_agent_beside(
+        &flink,
+        flink.log_dir(),
+        work.path(),
+        "jobmanager",
+        "e2e-jobmanager-pod",
+    )?;
     let (agent_text, agent_scrape) = wait_for(
         "Flink's metrics on the agent's /metrics",
         Duration::from_secs(60),
@@ -277,58 +284,4 @@ fn parse_flink_part(text: &str) -> Result<Scrape> {
         .filter(|l| !l.contains("flink_agent_") && *l != "# EOF")
         .collect();
     parse(&flink.join("\n"))
-}
-
-/// The `flink-agent` binary (built by `cargo build --workspace --bins`) pointed at the local
-/// Flink as a JobManager pod's sidecar. Kafka is unreachable: metrics must not care.
-struct AgentBinary {
-    _guard: ChildGuard,
-    port: u16,
-    stderr: std::path::PathBuf,
-}
-
-impl AgentBinary {
-    fn start(flink: &LocalFlink, work: &std::path::Path) -> Result<Self> {
-        let port = free_port()?;
-        let stderr = work.join("agent.log");
-        let mut cmd = std::process::Command::new(workspace_bin("flink-agent")?);
-        cmd.arg("--log-dir")
-            .arg(flink.log_dir())
-            .arg("--state-file")
-            .arg(work.join("agent-state.json"))
-            .args(["--brokers", "127.0.0.1:1", "--topic", "flink-logs"])
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--flink-rest")
-            .arg(flink.rest_url())
-            .args(["--pod-name", "e2e-jobmanager-pod", "--namespace", "e2e"])
-            .args(["--cluster-id", CLUSTER_ID, "--component", "jobmanager"])
-            .env("FLINK_AGENT_LOG", "info,librdkafka=off")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr)?);
-        let guard = ChildGuard::spawn("flink-agent", &mut cmd)?;
-        Ok(Self {
-            _guard: guard,
-            port,
-            stderr,
-        })
-    }
-
-    fn scrape(&self) -> Result<String> {
-        let (status, body) = http_get(self.port, "/metrics")?;
-        if status != 200 {
-            bail!("GET /metrics: HTTP {status}");
-        }
-        Ok(String::from_utf8(body)?)
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        format!(
-            "agent log:\n{}",
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
 }

@@ -15,22 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use flink_injector_tests::flink::{http_get, reporter_label as sanitize, LocalFlink, CLUSTER_ID};
-use flink_injector_tests::{
-    free_port, wait_for, wait_for_port, workspace_bin, workspace_root, ChildGuard,
-};
+use flink_agent::flink_rest::client::encode;
+use flink_injector_tests::agent::{start_agent_beside, AgentProc};
+use flink_injector_tests::flink::{http_get, reporter_label as sanitize, LocalFlink};
+use flink_injector_tests::{free_port, wait_for, wait_for_port, workspace_root, ChildGuard};
 use serde_json::Value;
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// A scrape target: (job, address, extra labels).
 type Target<'a> = (&'a str, String, Vec<(&'a str, String)>);
@@ -95,7 +84,7 @@ impl Prometheus {
     fn query(&self, expr: &str) -> Result<Vec<(BTreeMap<String, String>, String)>> {
         let (status, body) = http_get(
             self.port,
-            &format!("/api/v1/query?query={}", percent_encode(expr)),
+            &format!("/api/v1/query?query={}", encode(expr, false)),
         )?;
         let v: Value = serde_json::from_slice(&body).context("Prometheus answer")?;
         if status != 200 || v["status"] != "success" {
@@ -119,44 +108,6 @@ impl Prometheus {
                 )
             })
             .collect())
-    }
-}
-
-struct Agent {
-    _guard: ChildGuard,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    /// The agent binary as the webhook starts it in a pod of `component`; `pod` is the pod name
-    /// (a TaskManager's resource id). Kafka is unreachable: metrics must not care.
-    fn start(flink: &LocalFlink, component: &str, pod: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let log_dir = dir.path().join("log");
-        std::fs::create_dir(&log_dir)?;
-        let mut cmd = Command::new(workspace_bin("flink-agent")?);
-        cmd.arg("--log-dir")
-            .arg(&log_dir)
-            .args(["--brokers", "127.0.0.1:1", "--topic", "flink-logs"])
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--flink-rest")
-            .arg(flink.rest_url())
-            .args(["--pod-name", pod, "--namespace", "e2e"])
-            .args(["--cluster-id", CLUSTER_ID, "--component", component])
-            .env("FLINK_AGENT_LOG", "warn,librdkafka=off")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log"))?);
-        let guard = ChildGuard::spawn("flink-agent", &mut cmd)?;
-        wait_for_port(port, Duration::from_secs(30))?;
-        Ok(Self {
-            _guard: guard,
-            port,
-            _dir: dir,
-        })
     }
 }
 
@@ -345,10 +296,15 @@ fn the_agents_export_what_flinks_prometheus_reporter_does() -> Result<()> {
         Ok((p.len() == 3).then_some(p))
     })?;
 
-    let jm_agent = Agent::start(&flink, "jobmanager", "parity-jobmanager")?;
-    let tm_agents: Vec<(String, Agent)> = tms
+    // The agents tail an empty directory: only their metrics matter here.
+    let work = tempfile::tempdir()?;
+    let empty = work.path().join("log");
+    std::fs::create_dir(&empty)?;
+    let start = |component, pod| start_agent_beside(&flink, &empty, work.path(), component, pod);
+    let jm_agent = start("jobmanager", "parity-jobmanager")?;
+    let tm_agents: Vec<(String, AgentProc)> = tms
         .iter()
-        .map(|id| Ok((id.clone(), Agent::start(&flink, "taskmanager", id)?)))
+        .map(|id| Ok((id.clone(), start("taskmanager", id)?)))
         .collect::<Result<_>>()?;
     let ns = || ("namespace", "e2e".to_string());
     let mut targets: Vec<Target> = ports
@@ -357,13 +313,13 @@ fn the_agents_export_what_flinks_prometheus_reporter_does() -> Result<()> {
         .collect();
     targets.push((
         "agent",
-        format!("127.0.0.1:{}", jm_agent.port),
+        format!("127.0.0.1:{}", jm_agent.metrics_port),
         vec![ns(), ("pod", "parity-jobmanager".into())],
     ));
     for (id, agent) in &tm_agents {
         targets.push((
             "agent",
-            format!("127.0.0.1:{}", agent.port),
+            format!("127.0.0.1:{}", agent.metrics_port),
             vec![ns(), ("pod", id.clone()), ("expected_tm", sanitize(id))],
         ));
     }
